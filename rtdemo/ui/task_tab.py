@@ -1,0 +1,93 @@
+"""The Task tab: the twelve tasks, where each can come from here, and a preview of its questions.
+
+Handlers are plain functions of the core; they turn a `UserError` into a message shown in place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from rtdemo.errors import UserError
+from rtdemo.tasks import TASKS, SourceOptions, load_examples, source_status
+from rtdemo.tasks.synthetic import SyntheticSettings
+from rtdemo.tasks.types import SOURCES, SPLITS
+
+AUTO = "first available"
+OVERVIEW_HEADERS = ["task", "name", "answer type", "paper train/test", "available here"]
+PREVIEW_HEADERS = ["#", "split", "question", "answer"]
+
+
+def task_overview() -> list[list[str]]:
+    """One row per task: key, name, answer type, the paper's split sizes, sources available here."""
+    options = SourceOptions()
+    rows = []
+    for key, task in TASKS.items():
+        status = source_status(task, options)
+        here = ", ".join(name for name, (ok, _) in status.items() if ok) or "upload a file"
+        sizes = f"{task.paper_sizes['train']} / {task.paper_sizes['test']}"
+        rows.append([key, task.name, task.answer_type, sizes, here])
+    return rows
+
+
+def source_notes(key: str) -> str:
+    """Markdown: each source of the task and why it is (not) available here."""
+    task = TASKS[key]
+    lines = [f"**{task.name}** — {task.description} Answer type: `{task.answer_type}`."]
+    for name, (ok, why) in source_status(task, SourceOptions()).items():
+        lines.append(f"- {'✔' if ok else '✘'} **{name}**: {why}")
+    lines += [f"- {note}" for note in task.notes]
+    return "\n".join(lines)
+
+
+def preview(
+    key: str,
+    source: str,
+    split: str,
+    limit: float,
+    seed: float,
+    size: float,
+    length: float,
+    file: str | None,
+) -> tuple[list[list], str]:
+    """The first `limit` questions of a task's split, and a status line (or the error)."""
+    try:
+        options = SourceOptions(
+            file=Path(file) if file else None,
+            synthetic=SyntheticSettings(seed=int(seed), size=int(size), length=int(length)),
+        )
+        examples = load_examples(key, split, None if source == AUTO else source, options)
+    except UserError as err:
+        return [], f"⚠️ {err}"
+    shown = examples[: max(0, int(limit))]
+    rows = [[e.index, e.split, e.question, e.answer] for e in shown]
+    return rows, f"{len(shown)} of {len(examples)} {split} questions of {TASKS[key].name}."
+
+
+def build_task_tab() -> None:
+    """Lay out the Task tab inside the current Blocks context."""
+    gr.Markdown("Pick one of the paper's twelve tasks and see where its data can come from here.")
+    gr.Dataframe(value=task_overview, headers=OVERVIEW_HEADERS, interactive=False, label="Tasks")
+    with gr.Row():
+        key = gr.Dropdown(list(TASKS), value="coin_flip", label="Task")
+        source = gr.Dropdown([AUTO, *SOURCES], value=AUTO, label="Source")
+        split = gr.Radio(list(SPLITS), value="train", label="Split")
+        limit = gr.Number(10, precision=0, minimum=0, label="Questions to show")
+    with gr.Accordion("Synthetic task settings and your own file", open=False):
+        with gr.Row():
+            seed = gr.Number(0, precision=0, label="Seed")
+            size = gr.Number(500, precision=0, minimum=1, label="Size (questions)")
+            length = gr.Number(4, precision=0, minimum=1, label="People / words per question")
+        file = gr.File(label="Your file (JSONL, JSON or CSV: question, answer)", type="filepath")
+    notes = gr.Markdown(source_notes("coin_flip"))
+    show = gr.Button("Show questions", variant="primary")
+    status = gr.Markdown()
+    table = gr.Dataframe(headers=PREVIEW_HEADERS, interactive=False, wrap=True, label="Questions")
+    key.change(source_notes, key, notes, api_visibility="private")
+    show.click(
+        preview,
+        [key, source, split, limit, seed, size, length, file],
+        [table, status],
+        api_name="preview_task",
+    )

@@ -1,0 +1,69 @@
+"""Synthetic Coin Flip and Last Letter Concatenation: deterministic, correct, any length."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rtdemo.errors import UserError
+from rtdemo.tasks import SourceOptions, load_examples
+from rtdemo.tasks.synthetic import NAMES, SyntheticSettings, generate
+
+FLIP = re.compile(r"(\w+) (flips|does not flip) the coin\.")
+WORDS = re.compile(r'Take the last letters of each words in "([^"]+)" and concatenate them\.')
+
+
+def test_same_seed_same_task_different_seed_different_task():
+    a = generate("coin_flip", SyntheticSettings(seed=3, size=50))
+    assert a == generate("coin_flip", SyntheticSettings(seed=3, size=50))
+    assert a != generate("coin_flip", SyntheticSettings(seed=4, size=50))
+
+
+@pytest.mark.parametrize("people", [1, 4, 9])
+def test_coin_flip_answers_follow_the_flips(people):
+    examples = generate("coin_flip", SyntheticSettings(seed=1, size=200, length=people))
+    for e in examples:
+        steps = FLIP.findall(e.question)
+        assert len(steps) == people
+        assert len({name for name, _ in steps}) == people
+        flips = sum(verb == "flips" for _, verb in steps)
+        assert e.answer == ("yes" if flips % 2 == 0 else "no")
+        assert e.question.startswith("A coin is heads up. ")
+        assert e.question.endswith(
+            'Is the coin still heads up? Note that "flip" here means "reverse".'
+        )
+    answers = {e.answer for e in examples}
+    assert answers == {"yes", "no"}
+
+
+@pytest.mark.parametrize("words", [2, 4, 7])
+def test_last_letter_answers_are_the_last_letters(words):
+    for e in generate(
+        "last_letter_concatenation", SyntheticSettings(seed=2, size=100, length=words)
+    ):
+        listed = WORDS.fullmatch(e.question).group(1).split(" ")
+        assert len(listed) == words
+        assert e.answer == "".join(w[-1] for w in listed)
+
+
+def test_splits_follow_the_papers_70_30_rule_and_partition_the_set():
+    settings = SyntheticSettings(seed=0, size=500)
+    train = load_examples("coin_flip", "train", "synthetic", SourceOptions(synthetic=settings))
+    test = load_examples("coin_flip", "test", "synthetic", SourceOptions(synthetic=settings))
+    assert (len(train), len(test)) == (350, 150)
+    assert sorted(e.index for e in train + test) == list(range(500))
+
+
+def test_symbolic_tasks_load_with_no_data_folder():
+    for key in ("coin_flip", "last_letter_concatenation"):
+        assert len(load_examples(key, "test")) == 150  # default source resolves to synthetic
+
+
+def test_bad_settings_and_non_synthetic_tasks_are_refused():
+    with pytest.raises(UserError, match="size"):
+        SyntheticSettings(size=0)
+    with pytest.raises(UserError, match="between 1 and"):
+        SyntheticSettings(length=len(NAMES) + 1)
+    with pytest.raises(UserError, match="no synthetic generator"):
+        load_examples("gsm8k", "test", "synthetic")
