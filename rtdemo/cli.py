@@ -108,10 +108,10 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         return 0
     print(f"{'task':28} {'answer':8} {'train/test':>12}  sources available here")
     for r in records:
+        task = TASKS[r["key"]]
+        applicable = ["paper"] + ["hub"] * (task.hub is not None) + ["synthetic"] * task.synthetic
         here = " ".join(
-            f"{name}{'✔' if s['available'] else '✘'}"
-            for name, s in r["sources"].items()
-            if name != "file"
+            f"{name}{'✔' if r['sources'][name]['available'] else '✘'}" for name in applicable
         )
         sizes = f"{r['paper_sizes']['train']}/{r['paper_sizes']['test']}"
         print(f"{r['key']:28} {r['answer_type']:8} {sizes:>12}  {here}")
