@@ -63,6 +63,67 @@ MIGRATIONS: list[str] = [
         UNIQUE (experiment_id, split, idx)
     );
     """,
+    # v1 -> v2: teacher samples (one row per rationale, identified by question and teacher
+    # settings), review decisions on top of them, and background jobs.
+    """
+    CREATE TABLE samples (
+        id INTEGER PRIMARY KEY,
+        experiment_id INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+        split TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        question_hash TEXT NOT NULL,
+        teacher TEXT NOT NULL,
+        base_url TEXT NOT NULL DEFAULT '',
+        model TEXT NOT NULL,
+        temperature REAL NOT NULL,
+        max_tokens INTEGER NOT NULL,
+        sample_index INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('rationale', 'done', 'failed')),
+        rationale_prompt TEXT,
+        rationale TEXT,
+        rationale_finish TEXT,
+        answer_prompt TEXT,
+        answer_text TEXT,
+        answer_finish TEXT,
+        prediction TEXT,
+        correct INTEGER,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        cost REAL NOT NULL DEFAULT 0,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        settings TEXT NOT NULL DEFAULT '{}',
+        updated_at TEXT NOT NULL,
+        UNIQUE (experiment_id, question_hash, teacher, base_url, model, temperature, max_tokens,
+                sample_index)
+    );
+    CREATE INDEX samples_by_question ON samples (experiment_id, split, idx);
+    CREATE TABLE reviews (
+        sample_id INTEGER PRIMARY KEY REFERENCES samples(id) ON DELETE CASCADE,
+        decision TEXT CHECK (decision IN ('accepted', 'rejected')),
+        edited_rationale TEXT,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        owner TEXT NOT NULL DEFAULT 'local',
+        experiment_id INTEGER REFERENCES experiments(id) ON DELETE SET NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL
+            CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+        argv TEXT NOT NULL DEFAULT '[]',
+        env_names TEXT NOT NULL DEFAULT '[]',
+        pid INTEGER,
+        heartbeat_at REAL,
+        run_dir TEXT NOT NULL DEFAULT '',
+        error TEXT,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        ended_at TEXT
+    );
+    CREATE INDEX jobs_by_owner ON jobs (owner, status);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,0 +1,103 @@
+"""One Teacher interface for every teacher: the two Zero-shot-CoT calls and streaming.
+
+A teacher continues text. Call 1 continues the rationale prompt (`Q: {q}\\nA: Let's think step by
+step.`) with `n` rationales at a temperature; call 2 continues the answer prompt (call-1 prompt +
+rationale + `\\nTherefore, the answer is`) greedily. How a teacher does that (raw completions, chat
+emulation, a local model, replayed files, the built-in offline teacher) is its own business.
+
+Failures are `TeacherError`s with a `kind`; `retryable` ones (rate limits, 5xx, timeouts, dropped
+connections) are retried by generation, the others (bad key, unknown model, rejected parameter)
+stop a run with their message.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal
+
+ErrorKind = Literal[
+    "auth",  # wrong or missing key (401/403)
+    "not_found",  # unknown model or endpoint (404)
+    "bad_request",  # a parameter the server rejects (400/422), e.g. temperature on some models
+    "rate_limit",  # 429: retry after `retry_after` seconds if given
+    "server",  # 5xx
+    "connection",  # refused, dropped, reset
+    "timeout",
+    "malformed",  # a reply we cannot read
+    "unsupported",  # the teacher cannot answer this question at all (e.g. not in a replay file)
+]
+RETRYABLE: frozenset[str] = frozenset({"rate_limit", "server", "connection", "timeout", "malformed"})
+
+
+class TeacherError(Exception):
+    """A teacher call failed; `kind` says how, `retry_after` is the server's hint in seconds."""
+
+    def __init__(self, kind: ErrorKind, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """Whether trying the same request again may succeed."""
+        return self.kind in RETRYABLE
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One continuation: its text, why it ended ("stop" or "length") and its token usage."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class TeacherInfo:
+    """Who the teacher is: what identifies its samples, and a label for people."""
+
+    kind: Literal["openai", "hf", "builtin", "replay"]
+    model: str
+    base_url: str = ""
+    label: str = ""
+
+
+class Teacher(ABC):
+    """A reasoning teacher. Implementations hold no secrets beyond their own lifetime."""
+
+    info: TeacherInfo
+    #: whether `rationale(n=...)` gets n samples in one request (the OpenAI `n` parameter)
+    supports_n: bool = False
+
+    @abstractmethod
+    async def rationale(
+        self, prompt: str, *, n: int, temperature: float, max_tokens: int
+    ) -> list[Completion]:
+        """Call 1: `n` continuations of the rationale prompt at `temperature`."""
+
+    @abstractmethod
+    async def answer(self, prompt: str, *, max_tokens: int) -> Completion:
+        """Call 2: the greedy continuation of the answer prompt (the answer text)."""
+
+    async def stream(self, prompt: str, *, temperature: float, max_tokens: int) -> AsyncIterator[str]:
+        """Stream a continuation of `prompt` as text pieces (default: one piece, not streamed)."""
+        [completion] = await self.rationale(
+            prompt, n=1, temperature=temperature, max_tokens=max_tokens
+        )
+        yield completion.text
+
+    async def aclose(self) -> None:  # noqa: B027 — optional hook
+        """Release connections; the default has none."""
+
+
+def rationale_prompt(question: str) -> str:
+    """Call 1's prompt (METHOD.md): `Q: {q}\\nA: Let's think step by step.`"""
+    return f"Q: {question.strip()}\nA: Let's think step by step."
+
+
+def answer_prompt(rationale_prompt_text: str, rationale: str) -> str:
+    """Call 2's prompt: call-1 prompt + rationale + `\\nTherefore, the answer is`."""
+    return f"{rationale_prompt_text}{rationale}\nTherefore, the answer is"
