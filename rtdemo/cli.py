@@ -26,7 +26,8 @@ from rtdemo.tasks.synthetic import SyntheticSettings
 from rtdemo.tasks.types import ANSWER_TYPES, SOURCES, SPLITS, AnswerFormat
 
 
-def _add_source_flags(parser: argparse.ArgumentParser) -> None:
+def add_source_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that say where a task's questions come from."""
     group = parser.add_argument_group("task sources")
     group.add_argument(
         "--source", choices=SOURCES, help="where the questions come from (default: first available)"
@@ -62,7 +63,8 @@ def _add_source_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _options(args: argparse.Namespace) -> SourceOptions:
+def source_options(args: argparse.Namespace) -> SourceOptions:
+    """The task-source options the flags describe."""
     answer = None
     if args.answer_type:
         try:
@@ -101,7 +103,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     """List the twelve tasks with their answer types and source availability."""
     if getattr(args, "tasks_command", None) == "show":
         return cmd_tasks_show(args)
-    options = _options(args)
+    options = source_options(args)
     records = [_task_record(key, options) for key in TASKS]
     if args.json:
         print(json.dumps(records, indent=2))
@@ -126,7 +128,7 @@ def cmd_tasks_show(args: argparse.Namespace) -> int:
     """Print a task's questions and gold answers."""
     if args.limit is not None and args.limit < 0:
         raise UserError("--limit must be 0 or more")
-    examples = load_examples(args.key, args.split, args.source, _options(args))
+    examples = load_examples(args.key, args.split, args.source, source_options(args))
     shown = examples if args.limit is None else examples[: args.limit]
     for e in shown:
         if args.json:
@@ -176,7 +178,7 @@ def cmd_experiments(args: argparse.Namespace) -> int:
         if args.experiments_command == "create":
             examples = []
             for split in args.splits:
-                part = load_examples(args.task, split, args.source, _options(args))
+                part = load_examples(args.task, split, args.source, source_options(args))
                 examples += part if args.limit is None else part[: args.limit]
             exp = store.create_experiment(args.name, args.task, config={"source": args.source})
             added = store.add_questions(exp.id, examples)
@@ -217,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tasks = commands.add_parser("tasks", help="list the tasks, or show one's questions")
     tasks.add_argument("--json", action="store_true", help="print a JSON list of tasks")
-    _add_source_flags(tasks)
+    add_source_flags(tasks)
     tasks.set_defaults(func=cmd_tasks)
     tasks_sub = tasks.add_subparsers(dest="tasks_command", metavar="show")
     show = tasks_sub.add_parser("show", help="print a task's questions and gold answers")
@@ -227,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("--limit", type=int, help="print at most N questions")
     show.add_argument("--json", action="store_true", help="one JSON object per line")
-    _add_source_flags(show)
+    add_source_flags(show)
 
     score = commands.add_parser("score", help="score predictions with the paper's answer cleansing")
     score.add_argument("--task", required=True, help="task key (decides the answer type)")
@@ -260,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to snapshot"
     )
     create.add_argument("--limit", type=int, help="at most N questions per split")
-    _add_source_flags(create)
+    add_source_flags(create)
     listing = exp_sub.add_parser("list", help="the experiments in the workspace")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     for sub in (create, listing):
@@ -269,12 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
             type=Path,
             help="workspace folder (default: $RTDEMO_HOME, else ./rtdemo-data)",
         )
+    from rtdemo.commands import generate
+
+    generate.register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; user errors print one line and return 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # background jobs re-run the same command line
     try:
         return args.func(args)
     except UserError as err:

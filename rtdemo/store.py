@@ -328,7 +328,8 @@ class Store:
             finally:
                 self._depth = 0
 
-    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read-only query (other modules own their tables' SQL)."""
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
 
@@ -355,7 +356,7 @@ class Store:
 
     def get_experiment(self, name: str, owner: str = "local") -> Experiment:
         """The experiment `name` of `owner`; `UserError` listing the owner's experiments if none."""
-        rows = self._read(
+        rows = self.read(
             f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments WHERE owner = ? AND name = ?",
             (owner, name),
         )
@@ -367,7 +368,7 @@ class Store:
 
     def list_experiments(self, owner: str = "local") -> list[Experiment]:
         """The experiments of `owner`, by name."""
-        rows = self._read(
+        rows = self.read(
             f"SELECT {_EXPERIMENT_COLUMNS} FROM experiments WHERE owner = ? ORDER BY name",
             (owner,),
         )
@@ -402,7 +403,7 @@ class Store:
     def questions(self, experiment_id: int, split: str | None = None) -> list[Example]:
         """The questions of an experiment, train before test, each split by index."""
         where, params = self._question_filter(experiment_id, split)
-        rows = self._read(
+        rows = self.read(
             f"SELECT question, answer, split, idx FROM questions WHERE {where}"
             " ORDER BY split = 'test', idx",
             params,
@@ -412,7 +413,7 @@ class Store:
     def count_questions(self, experiment_id: int, split: str | None = None) -> int:
         """How many questions an experiment has, in one split or in all."""
         where, params = self._question_filter(experiment_id, split)
-        return int(self._read(f"SELECT COUNT(*) FROM questions WHERE {where}", params)[0][0])
+        return int(self.read(f"SELECT COUNT(*) FROM questions WHERE {where}", params)[0][0])
 
     @staticmethod
     def _question_filter(experiment_id: int, split: str | None) -> tuple[str, tuple[Any, ...]]:

@@ -13,7 +13,7 @@ stop a run with their message.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -77,6 +77,24 @@ class Teacher(ABC):
         self, prompt: str, *, n: int, temperature: float, max_tokens: int
     ) -> list[Completion]:
         """Call 1: `n` continuations of the rationale prompt at `temperature`."""
+
+    async def rationales_for(
+        self, prompt: str, indices: Sequence[int], *, temperature: float, max_tokens: int
+    ) -> list[Completion]:
+        """Call 1 for the given sample indices, in order.
+
+        Most teachers sample independently and ignore the indices (one request with
+        `n=len(indices)` where supported); replay and the built-in teacher are deterministic per
+        index and override this.
+        """
+        if self.supports_n or len(indices) == 1:
+            return await self.rationale(
+                prompt, n=len(indices), temperature=temperature, max_tokens=max_tokens
+            )
+        out: list[Completion] = []
+        for _ in indices:
+            out += await self.rationale(prompt, n=1, temperature=temperature, max_tokens=max_tokens)
+        return out
 
     @abstractmethod
     async def answer(self, prompt: str, *, max_tokens: int) -> Completion:
