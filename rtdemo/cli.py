@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rtdemo import __version__
+from rtdemo.commands import jobs as jobs_commands
 from rtdemo.errors import UserError
 from rtdemo.tasks import TASKS, SourceOptions, get_task, load_examples, source_status
 from rtdemo.tasks.cleansing import OUTPUT_FORMATS
@@ -274,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     from rtdemo.commands import generate
 
     generate.register(commands)
+    jobs_commands.register(commands)
     return parser
 
 

@@ -49,8 +49,9 @@ class Curated:
         return self.sample.rationale or ""
 
 
-def format_pair(question: str, rationale: str, answer: str, fmt: TrainFormat,
-                student: StudentKind = "causal") -> dict[str, str]:
+def format_pair(
+    question: str, rationale: str, answer: str, fmt: TrainFormat, student: StudentKind = "causal"
+) -> dict[str, str]:
     """One prompt-completion pair in the Fine-tune-CoT or vanilla format."""
     q, r, a = question.strip(), rationale.strip(), answer.strip()
     target = f"{r}{DELIMITER}{a}" if fmt == "cot" else a
@@ -59,8 +60,14 @@ def format_pair(question: str, rationale: str, answer: str, fmt: TrainFormat,
     return {"prompt": f"{q} ###", "completion": f" {target}"}
 
 
-def curate(store: Store, experiment: Experiment, *, filter_answers: bool = True,
-           samples_per_question: int | None = None, split: str | None = "train") -> list[Curated]:
+def curate(
+    store: Store,
+    experiment: Experiment,
+    *,
+    filter_answers: bool = True,
+    samples_per_question: int | None = None,
+    split: str | None = "train",
+) -> list[Curated]:
     """Every finished sample of the experiment with its review applied and its kept flag."""
     questions = {(q.split, q.index): q for q in store.questions(experiment.id)}
     reviews = {
@@ -88,8 +95,14 @@ def curate(store: Store, experiment: Experiment, *, filter_answers: bool = True,
     return out
 
 
-def review(store: Store, sample_id: int, decision: str | None = None,
-           edited_rationale: str | None = None, *, clear_edit: bool = False) -> None:
+def review(
+    store: Store,
+    sample_id: int,
+    decision: str | None = None,
+    edited_rationale: str | None = None,
+    *,
+    clear_edit: bool = False,
+) -> None:
     """Record a reviewer's decision and/or edit of one sample (the original stays stored)."""
     if decision not in (None, "accepted", "rejected"):
         raise UserError(f"a review decision is 'accepted' or 'rejected', not {decision!r}")
@@ -101,12 +114,14 @@ def review(store: Store, sample_id: int, decision: str | None = None,
             "SELECT decision, edited_rationale FROM reviews WHERE sample_id = ?", (sample_id,)
         ).fetchone() or (None, None)
         new_decision = decision if decision is not None else old[0]
-        new_edit = None if clear_edit else (edited_rationale if edited_rationale is not None
-                                            else old[1])
+        new_edit = (
+            None if clear_edit else (edited_rationale if edited_rationale is not None else old[1])
+        )
         conn.execute(
             "INSERT INTO reviews (sample_id, decision, edited_rationale, updated_at) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (sample_id) DO UPDATE SET decision = excluded.decision,"
-            " edited_rationale = excluded.edited_rationale, updated_at = excluded.updated_at",
+            "VALUES (?, ?, ?, ?) ON CONFLICT (sample_id) DO UPDATE SET "
+            "decision = excluded.decision, edited_rationale = excluded.edited_rationale, "
+            "updated_at = excluded.updated_at",
             (sample_id, new_decision, new_edit, now),
         )
 
@@ -139,9 +154,16 @@ def export_record(c: Curated, fmt: TrainFormat, student: StudentKind = "causal")
     }
 
 
-def export_jsonl(store: Store, experiment: Experiment, path: Path, fmt: TrainFormat = "cot",
-                 *, include_all: bool = False, student: StudentKind = "causal",
-                 filter_answers: bool = True) -> int:
+def export_jsonl(
+    store: Store,
+    experiment: Experiment,
+    path: Path,
+    fmt: TrainFormat = "cot",
+    *,
+    include_all: bool = False,
+    student: StudentKind = "causal",
+    filter_answers: bool = True,
+) -> int:
     """Write the kept samples (all finished ones with `include_all`) as JSONL; return the count."""
     records = [
         export_record(c, fmt, student)
@@ -162,8 +184,9 @@ def to_dataset(records: list[dict]):
     """A `datasets.Dataset` of prompt-completion records (what TRL's SFTTrainer takes)."""
     import datasets
 
-    return datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]}
-                                       for r in records])
+    return datasets.Dataset.from_list(
+        [{"prompt": r["prompt"], "completion": r["completion"]} for r in records]
+    )
 
 
 def import_jsonl(store: Store, experiment: Experiment, path: Path) -> dict[str, int]:
@@ -210,10 +233,19 @@ def question_yield(store: Store, experiment: Experiment, split: str | None = "tr
     rows: dict[tuple, dict] = {}
     for s in load_samples(store, experiment.id, split=split):
         q = questions.get((s.split, s.idx))
-        r = rows.setdefault((s.split, s.idx), {
-            "split": s.split, "index": s.idx, "question": q.question if q else "",
-            "samples": 0, "done": 0, "correct": 0, "truncated": 0, "failed": 0,
-        })
+        r = rows.setdefault(
+            (s.split, s.idx),
+            {
+                "split": s.split,
+                "index": s.idx,
+                "question": q.question if q else "",
+                "samples": 0,
+                "done": 0,
+                "correct": 0,
+                "truncated": 0,
+                "failed": 0,
+            },
+        )
         r["samples"] += 1
         r["done"] += s.status == "done"
         r["correct"] += bool(s.correct) and s.status == "done"

@@ -125,10 +125,17 @@ class _Pace:
 class Generator:
     """One generation run over a list of questions for one experiment and teacher setting."""
 
-    def __init__(self, store: Store, experiment: Experiment, teacher: Teacher,
-                 settings: GenerationSettings, answer: AnswerFormat, price: Price | None,
-                 on_progress: Callable[[RunStats], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        experiment: Experiment,
+        teacher: Teacher,
+        settings: GenerationSettings,
+        answer: AnswerFormat,
+        price: Price | None,
+        on_progress: Callable[[RunStats], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
         if settings.budget is not None and price is None:
             raise UserError(
                 f"a budget needs a price for model {teacher.info.model!r}: add it to prices.yaml "
@@ -141,6 +148,7 @@ class Generator:
         self.should_stop = should_stop or (lambda: False)
         self.stats = RunStats()
         self._reserved = 0.0
+        self._successes = 0
         self._fatal: TeacherError | None = None
 
     def _worst_cost(self, prompt: str, n: int, rationale_follows: bool = False) -> float:
@@ -170,7 +178,9 @@ class Generator:
                 self._reserved += worst_cost
                 self.stats.requests += 1
                 try:
-                    return await call()
+                    result = await call()
+                    self._successes += 1
+                    return result
                 except TeacherError as err:
                     if not err.retryable:
                         if err.kind == "unsupported":
@@ -185,10 +195,20 @@ class Generator:
                 if wait is None:
                     wait = min(s.max_backoff, s.backoff * 2**attempt) * (0.5 + random.random() / 2)
                 await asyncio.sleep(wait)
+        if error.kind in ("connection", "timeout") and self._successes == 0:
+            # Nothing has ever got through: the server is unreachable, not one request unlucky.
+            self._fatal = self._fatal or error
+            raise _Fatal(str(error)) from error
         raise error
 
-    async def _answer(self, example: Example, sample_id: int, prompt: str, sample_index: int,
-                      reserved: float = 0.0):
+    async def _answer(
+        self,
+        example: Example,
+        sample_id: int,
+        prompt: str,
+        sample_index: int,
+        reserved: float = 0.0,
+    ):
         """Call 2 for one sample; `reserved` is the budget its call 1 set aside for it."""
         call_2 = answer_prompt(prompt, self._rationales[sample_id])
         try:
@@ -211,12 +231,22 @@ class Generator:
         self.stats.truncated += reply.finish_reason == "length" or self._truncated[sample_id]
         self.on_progress(self.stats)
 
-    def _record_failure(self, example: Example, index: int, err: TeacherError,
-                        keep_rationale: bool) -> None:
+    def _record_failure(
+        self, example: Example, index: int, err: TeacherError, keep_rationale: bool
+    ) -> None:
         reason = f"{err.kind}: {err}"
-        save_failure(self.store, self.experiment.id, example.split, example.index,
-                     example.question, self.key, index, reason, self.settings.max_attempts,
-                     keep_rationale)
+        save_failure(
+            self.store,
+            self.experiment.id,
+            example.split,
+            example.index,
+            example.question,
+            self.key,
+            index,
+            reason,
+            self.settings.max_attempts,
+            keep_rationale,
+        )
         self.stats.failed += 1
         self.on_progress(self.stats)
 
@@ -230,8 +260,11 @@ class Generator:
             try:
                 replies = await self._request(
                     lambda g=group: self.teacher.rationales_for(
-                        prompt, g, temperature=self.settings.temperature,
-                        max_tokens=self.settings.max_tokens),
+                        prompt,
+                        g,
+                        temperature=self.settings.temperature,
+                        max_tokens=self.settings.max_tokens,
+                    ),
                     self._worst_cost(prompt, len(group)) + len(group) * call_2_cost,
                 )
             except TeacherError as err:
@@ -242,9 +275,19 @@ class Generator:
             for index, reply in zip(group, replies, strict=True):
                 cost = usage_cost(self.price, reply)
                 self.stats.spend += cost
-                sid = save_rationale(self.store, self.experiment.id, example.split,
-                                     example.index, example.question, self.key, index, prompt,
-                                     reply, cost, settings)
+                sid = save_rationale(
+                    self.store,
+                    self.experiment.id,
+                    example.split,
+                    example.index,
+                    example.question,
+                    self.key,
+                    index,
+                    prompt,
+                    reply,
+                    cost,
+                    settings,
+                )
                 self._rationales[sid] = reply.text
                 self._truncated[sid] = reply.finish_reason == "length"
                 answers.append(self._answer(example, sid, prompt, index, call_2_cost))
@@ -253,7 +296,9 @@ class Generator:
             if isinstance(result, BaseException) and not isinstance(result, _Stop):
                 raise result
 
-    def plan(self, questions: list[Example]) -> list[tuple[Example, list[int], list[tuple[int, int]]]]:
+    def plan(
+        self, questions: list[Example]
+    ) -> list[tuple[Example, list[int], list[tuple[int, int]]]]:
         """For each question: sample indices needing call 1, and (id, index) needing only call 2."""
         stored = {}
         for s in load_samples(self.store, self.experiment.id, self.key):
@@ -302,7 +347,12 @@ class Generator:
         workers = min(len(plan), self.settings.concurrency) or 1
         results = await asyncio.gather(*(worker() for _ in range(workers)), return_exceptions=True)
         if self._fatal is not None:
-            raise UserError(f"the teacher refused the request: {self._fatal}")
+            what = (
+                "cannot reach the teacher"
+                if self._fatal.kind in ("connection", "timeout")
+                else "the teacher refused the request"
+            )
+            raise UserError(f"{what}: {self._fatal} (nothing was stored for the failed requests)")
         for result in results:
             if isinstance(result, BaseException):
                 raise result
@@ -310,16 +360,24 @@ class Generator:
         return self.stats
 
 
-def run_generation(store: Store, experiment: Experiment, teacher: Teacher,
-                   settings: GenerationSettings, questions: list[Example], answer: AnswerFormat,
-                   price: Price | None, on_progress: Callable[[RunStats], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> RunStats:
+def run_generation(
+    store: Store,
+    experiment: Experiment,
+    teacher: Teacher,
+    settings: GenerationSettings,
+    questions: list[Example],
+    answer: AnswerFormat,
+    price: Price | None,
+    on_progress: Callable[[RunStats], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> RunStats:
     """Run a generation to the end (or to the budget, or a cancel) and close the teacher."""
 
     async def main() -> RunStats:
         try:
-            generator = Generator(store, experiment, teacher, settings, answer, price,
-                                  on_progress, should_stop)
+            generator = Generator(
+                store, experiment, teacher, settings, answer, price, on_progress, should_stop
+            )
             return await generator.run(questions)
         finally:
             await teacher.aclose()

@@ -94,7 +94,7 @@ def _now() -> str:
 def load_samples(
     store: Store, experiment_id: int, key: SampleKey | None = None, split: str | None = None
 ) -> list[Sample]:
-    """Samples of an experiment (of one teacher setting / split if given), by question then index."""
+    """An experiment's samples (of one teacher setting / split if given), by question, index."""
     where, params = ["experiment_id = ?"], [experiment_id]
     if key is not None:
         where.append(
@@ -112,8 +112,16 @@ def load_samples(
     return [_sample(r) for r in rows]
 
 
-def _upsert(store: Store, experiment_id: int, split: str, idx: int, question: str, key: SampleKey,
-            sample_index: int, fields: dict[str, Any]) -> int:
+def _upsert(
+    store: Store,
+    experiment_id: int,
+    split: str,
+    idx: int,
+    question: str,
+    key: SampleKey,
+    sample_index: int,
+    fields: dict[str, Any],
+) -> int:
     ident = {
         "experiment_id": experiment_id,
         "question_hash": question_hash(question),
@@ -135,29 +143,58 @@ def _upsert(store: Store, experiment_id: int, split: str, idx: int, question: st
             tuple(row.values()),
         )
         where = " AND ".join(f"{k} = ?" for k in ident)
-        return int(conn.execute(f"SELECT id FROM samples WHERE {where}", tuple(ident.values()))
-                   .fetchone()[0])
+        return int(
+            conn.execute(f"SELECT id FROM samples WHERE {where}", tuple(ident.values())).fetchone()[
+                0
+            ]
+        )
 
 
-def save_rationale(store: Store, experiment_id: int, split: str, idx: int, question: str,
-                   key: SampleKey, sample_index: int, prompt: str, completion: Completion,
-                   cost: float, settings: dict[str, Any]) -> int:
+def save_rationale(
+    store: Store,
+    experiment_id: int,
+    split: str,
+    idx: int,
+    question: str,
+    key: SampleKey,
+    sample_index: int,
+    prompt: str,
+    completion: Completion,
+    cost: float,
+    settings: dict[str, Any],
+) -> int:
     """Commit call 1's result for one sample (status `rationale`); return the sample's id."""
-    return _upsert(store, experiment_id, split, idx, question, key, sample_index, {
-        "status": "rationale",
-        "rationale_prompt": prompt,
-        "rationale": completion.text,
-        "rationale_finish": completion.finish_reason,
-        "prompt_tokens": completion.prompt_tokens,
-        "completion_tokens": completion.completion_tokens,
-        "cost": cost,
-        "error": None,
-        "settings": json.dumps(settings, sort_keys=True),
-    })
+    return _upsert(
+        store,
+        experiment_id,
+        split,
+        idx,
+        question,
+        key,
+        sample_index,
+        {
+            "status": "rationale",
+            "rationale_prompt": prompt,
+            "rationale": completion.text,
+            "rationale_finish": completion.finish_reason,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "cost": cost,
+            "error": None,
+            "settings": json.dumps(settings, sort_keys=True),
+        },
+    )
 
 
-def save_answer(store: Store, sample_id: int, prompt: str, completion: Completion,
-                prediction: str | None, correct: bool, cost: float) -> None:
+def save_answer(
+    store: Store,
+    sample_id: int,
+    prompt: str,
+    completion: Completion,
+    prediction: str | None,
+    correct: bool,
+    cost: float,
+) -> None:
     """Commit call 2's result: the sample is `done`, with its parsed answer and verdict."""
     with store.transaction() as conn:
         conn.execute(
@@ -165,14 +202,33 @@ def save_answer(store: Store, sample_id: int, prompt: str, completion: Completio
             "answer_finish = ?, prediction = ?, correct = ?, prompt_tokens = prompt_tokens + ?, "
             "completion_tokens = completion_tokens + ?, cost = cost + ?, error = NULL, "
             "updated_at = ? WHERE id = ?",
-            (prompt, completion.text, completion.finish_reason, prediction, int(correct),
-             completion.prompt_tokens, completion.completion_tokens, cost, _now(), sample_id),
+            (
+                prompt,
+                completion.text,
+                completion.finish_reason,
+                prediction,
+                int(correct),
+                completion.prompt_tokens,
+                completion.completion_tokens,
+                cost,
+                _now(),
+                sample_id,
+            ),
         )
 
 
-def save_failure(store: Store, experiment_id: int, split: str, idx: int, question: str,
-                 key: SampleKey, sample_index: int, error: str, attempts: int,
-                 keep_rationale: bool) -> None:
+def save_failure(
+    store: Store,
+    experiment_id: int,
+    split: str,
+    idx: int,
+    question: str,
+    key: SampleKey,
+    sample_index: int,
+    error: str,
+    attempts: int,
+    keep_rationale: bool,
+) -> None:
     """Record that a sample's request kept failing (call 1, or call 2 if `keep_rationale`)."""
     if keep_rationale:  # call 1's result stays: a retry only needs call 2
         with store.transaction() as conn:
@@ -180,9 +236,28 @@ def save_failure(store: Store, experiment_id: int, split: str, idx: int, questio
                 "UPDATE samples SET error = ?, attempts = attempts + ?, updated_at = ? "
                 "WHERE experiment_id = ? AND question_hash = ? AND teacher = ? AND base_url = ? "
                 "AND model = ? AND temperature = ? AND max_tokens = ? AND sample_index = ?",
-                (error, attempts, _now(), experiment_id, question_hash(question), key.teacher,
-                 key.base_url, key.model, key.temperature, key.max_tokens, sample_index),
+                (
+                    error,
+                    attempts,
+                    _now(),
+                    experiment_id,
+                    question_hash(question),
+                    key.teacher,
+                    key.base_url,
+                    key.model,
+                    key.temperature,
+                    key.max_tokens,
+                    sample_index,
+                ),
             )
         return
-    _upsert(store, experiment_id, split, idx, question, key, sample_index,
-            {"status": "failed", "error": error, "attempts": attempts})
+    _upsert(
+        store,
+        experiment_id,
+        split,
+        idx,
+        question,
+        key,
+        sample_index,
+        {"status": "failed", "error": error, "attempts": attempts},
+    )

@@ -9,7 +9,7 @@ import pytest
 from rtdemo.errors import UserError
 from rtdemo.generation import GenerationSettings, run_generation
 from rtdemo.pricing import Price
-from rtdemo.samples import load_samples, save_rationale, SampleKey
+from rtdemo.samples import SampleKey, load_samples, save_rationale
 from rtdemo.store import Store
 from rtdemo.tasks.registry import TASKS
 from rtdemo.tasks.synthetic import SyntheticSettings, generate
@@ -91,9 +91,19 @@ def test_a_stored_rationale_is_not_requested_again(setup):
     store, exp, questions = setup
     q = questions[0]
     key = SampleKey("builtin", "", "builtin-err0.1", 0.0, 128)
-    save_rationale(store, exp.id, q.split, q.index, q.question, key, 0,
-                   rationale_prompt(q.question), Completion(" It was flipped twice.", "stop"),
-                   0.0, {})
+    save_rationale(
+        store,
+        exp.id,
+        q.split,
+        q.index,
+        q.question,
+        key,
+        0,
+        rationale_prompt(q.question),
+        Completion(" It was flipped twice.", "stop"),
+        0.0,
+        {},
+    )
     teacher = Counting()
     run(store, exp, questions[:1], teacher)
     assert teacher.calls == {"rationale": 0, "answer": 1}  # call 2 only
@@ -103,8 +113,11 @@ def test_a_stored_rationale_is_not_requested_again(setup):
 
 def test_transient_errors_are_retried_and_honour_retry_after(setup):
     store, exp, questions = setup
-    errors = {1: TeacherError("rate_limit", "slow down", retry_after=0.01),
-              2: TeacherError("server", "500"), 3: TeacherError("connection", "reset")}
+    errors = {
+        1: TeacherError("rate_limit", "slow down", retry_after=0.01),
+        2: TeacherError("server", "500"),
+        3: TeacherError("connection", "reset"),
+    }
     teacher = Counting(fail=lambda kind, n: errors.get(n) if kind == "rationale" else None)
     stats = run(store, exp, questions[:5], teacher, concurrency=1)
     assert (stats.done, stats.failed) == (5, 0)
@@ -113,8 +126,9 @@ def test_transient_errors_are_retried_and_honour_retry_after(setup):
 
 def test_a_request_that_keeps_failing_is_stored_as_failed_then_retried(setup):
     store, exp, questions = setup
-    broken = Counting(fail=lambda kind, n: TeacherError("server", "boom") if kind == "answer"
-                      else None)
+    broken = Counting(
+        fail=lambda kind, n: TeacherError("server", "boom") if kind == "answer" else None
+    )
     stats = run(store, exp, questions[:3], broken, max_attempts=2)
     assert (stats.done, stats.failed) == (0, 3)
     samples = load_samples(store, exp.id)
@@ -152,7 +166,13 @@ def test_cancel_stops_issuing_requests(setup):
     teacher = Counting()
     calls = []
     stats = run_generation(
-        store, exp, teacher, GenerationSettings(concurrency=1), questions, COIN, None,
+        store,
+        exp,
+        teacher,
+        GenerationSettings(concurrency=1),
+        questions,
+        COIN,
+        None,
         should_stop=lambda: len(calls.append(1) or calls) > 6,
     )
     assert stats.stopped == "cancelled" and stats.done < 21
@@ -167,9 +187,13 @@ def test_truncation_is_recorded(setup):
 
 @pytest.mark.parametrize(
     ("settings", "message"),
-    [({"samples": 4, "temperature": 0.0}, "would all be the same"),
-     ({"samples": 0}, "samples"), ({"temperature": 3.0}, "temperature"),
-     ({"concurrency": 0}, "concurrency"), ({"budget": -1}, "budget")],
+    [
+        ({"samples": 4, "temperature": 0.0}, "would all be the same"),
+        ({"samples": 0}, "samples"),
+        ({"temperature": 3.0}, "temperature"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"budget": -1}, "budget"),
+    ],
 )
 def test_bad_settings_are_refused(settings, message):
     with pytest.raises(UserError, match=message):
@@ -183,5 +207,6 @@ def test_builtin_teacher_is_deterministic_per_sample_and_refuses_other_tasks():
     b = asyncio.run(t.rationales_for(prompt, [2], temperature=0.7, max_tokens=128))
     assert a[2].text == b[0].text and a[0].text != a[1].text != a[2].text
     with pytest.raises(TeacherError, match="only answers Coin Flip"):
-        asyncio.run(t.rationale(rationale_prompt("What is 2 + 2?"), n=1, temperature=0,
-                                max_tokens=128))
+        asyncio.run(
+            t.rationale(rationale_prompt("What is 2 + 2?"), n=1, temperature=0, max_tokens=128)
+        )

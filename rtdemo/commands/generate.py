@@ -169,21 +169,23 @@ def prepare_experiment(
     from rtdemo.cli import source_options
     from rtdemo.tasks import get_task
 
-    try:
-        exp = store.get_experiment(args.experiment, owner=args.owner)
-    except UserError:
-        if not args.task:
-            raise UserError(f"experiment {args.experiment!r} is new: say which --task") from None
-        get_task(args.task)
-        exp = store.create_experiment(
-            args.experiment, args.task, owner=args.owner, config={"source": args.source}
-        )
-    if args.task and args.task != exp.task:
-        raise UserError(f"experiment {exp.name} is for task {exp.task}, not {args.task}")
     options = source_options(args)
+    existing = {e.name: e for e in store.list_experiments(args.owner)}
+    exp = existing.get(args.experiment)
+    if exp is None and not args.task:
+        raise UserError(f"experiment {args.experiment!r} is new: say which --task")
+    if exp is not None and args.task and args.task != exp.task:
+        raise UserError(f"experiment {exp.name} is for task {exp.task}, not {args.task}")
+    task_key = exp.task if exp is not None else get_task(args.task).key
+    if load:  # before creating anything: a source that fails leaves no empty experiment behind
+        examples = load_examples(task_key, args.split, args.source, options)
+        examples = examples[: args.limit] if args.limit is not None else examples
+    if exp is None:
+        exp = store.create_experiment(
+            args.experiment, task_key, owner=args.owner, config={"source": args.source}
+        )
     if load:
-        examples = load_examples(exp.task, args.split, args.source, options)
-        store.add_questions(exp.id, examples[: args.limit] if args.limit is not None else examples)
+        store.add_questions(exp.id, examples)
     questions = store.questions(exp.id, args.split)
     if args.limit is not None:
         questions = questions[: args.limit]

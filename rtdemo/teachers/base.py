@@ -28,7 +28,9 @@ ErrorKind = Literal[
     "malformed",  # a reply we cannot read
     "unsupported",  # the teacher cannot answer this question at all (e.g. not in a replay file)
 ]
-RETRYABLE: frozenset[str] = frozenset({"rate_limit", "server", "connection", "timeout", "malformed"})
+RETRYABLE: frozenset[str] = frozenset(
+    {"rate_limit", "server", "connection", "timeout", "malformed"}
+)
 
 
 class TeacherError(Exception):
@@ -100,7 +102,9 @@ class Teacher(ABC):
     async def answer(self, prompt: str, *, max_tokens: int) -> Completion:
         """Call 2: the greedy continuation of the answer prompt (the answer text)."""
 
-    async def stream(self, prompt: str, *, temperature: float, max_tokens: int) -> AsyncIterator[str]:
+    async def stream(
+        self, prompt: str, *, temperature: float, max_tokens: int
+    ) -> AsyncIterator[str]:
         """Stream a continuation of `prompt` as text pieces (default: one piece, not streamed)."""
         [completion] = await self.rationale(
             prompt, n=1, temperature=temperature, max_tokens=max_tokens

@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator, Sequence
 
 from rtdemo.teachers.base import Completion, Teacher, TeacherError, TeacherInfo
 
-LABEL = "Built-in offline teacher (rule-based, Coin Flip and Last Letter only; not a language model)"
+LABEL = (
+    "Built-in offline teacher (rule-based, Coin Flip and Last Letter only; not a language model)"
+)
 _COIN_STEP = re.compile(r"(\S+) (flips|does not flip) the coin\.")
 _WORDS = re.compile(r'Take the last letters? of (?:each|the) words? in "([^"]+)"')
 _QUESTION = re.compile(r"Q: (.*)\nA: Let's think step by step\.", re.S)
@@ -39,7 +41,9 @@ def _coin_rationale(question: str, rng: random.Random, style: int, wrong: bool) 
             side = side != flip
             verb = "flips it" if flip else "does not flip it"
             parts.append(f"{name} {verb}, so it is {'heads' if side else 'tails'} up.")
-        parts.append(f"The coin ends {'heads' if heads else 'tails'} up. So the answer is {answer}.")
+        parts.append(
+            f"The coin ends {'heads' if heads else 'tails'} up. So the answer is {answer}."
+        )
     elif style == 1:
         tally = ", ".join(
             f"{name}: {'flip' if f else 'no flip'}"
@@ -49,7 +53,8 @@ def _coin_rationale(question: str, rng: random.Random, style: int, wrong: bool) 
         parts = [
             f"Let's count the flips. {tally}.",
             f"That is {count} flip{'s' * (count != 1)}, an {parity} number,",
-            f"so the coin is {'still' if heads else 'no longer'} heads up. So the answer is {answer}.",
+            f"so the coin is {'still' if heads else 'no longer'} heads up. "
+            f"So the answer is {answer}.",
         ]
     else:
         names = [name for (name, _), f in zip(steps, flips, strict=True) if f]
@@ -78,14 +83,19 @@ def _letter_rationale(question: str, rng: random.Random, style: int, wrong: bool
             letters[slip] = letters[slip].swapcase() if letters[slip].isalpha() else "x"
     joined = "".join(letters)
     if style == 0:
-        parts = [f'The last letter of "{w}" is "{ch}".' for w, ch in zip(words, letters, strict=True)]
+        parts = [
+            f'The last letter of "{w}" is "{ch}".' for w, ch in zip(words, letters, strict=True)
+        ]
         parts.append(f'Concatenating them is "{joined}". So the answer is {joined}.')
     elif style == 1:
         parts = [f'"{w}" ends with "{ch}".' for w, ch in zip(words, letters, strict=True)]
         parts.append(f"Putting the letters together gives {joined}. So the answer is {joined}.")
     else:
         listed = ", ".join(f"{ch} (from {w})" for w, ch in zip(words, letters, strict=True))
-        parts = [f"The last letters are {listed}.", f"Together: {joined}. So the answer is {joined}."]
+        parts = [
+            f"The last letters are {listed}.",
+            f"Together: {joined}. So the answer is {joined}.",
+        ]
     return " " + " ".join(parts)
 
 
@@ -159,7 +169,9 @@ class BuiltinTeacher(Teacher):
         text = f" {final.group(1)}." if final else " unknown."
         return Completion(text, "stop", len(prompt.split()), len(text.split()))
 
-    async def stream(self, prompt: str, *, temperature: float, max_tokens: int) -> AsyncIterator[str]:
+    async def stream(
+        self, prompt: str, *, temperature: float, max_tokens: int
+    ) -> AsyncIterator[str]:
         """The rationale word by word."""
         [completion] = await self.rationale(
             prompt, n=1, temperature=temperature, max_tokens=max_tokens

@@ -52,7 +52,9 @@ def _paper_records(data: dict) -> tuple[str, list[tuple[str, int, StoredSample]]
     return model, records
 
 
-def _export_records(lines: list[str], path: Path) -> tuple[str, list[tuple[str, int, StoredSample]]]:
+def _export_records(
+    lines: list[str], path: Path
+) -> tuple[str, list[tuple[str, int, StoredSample]]]:
     records, model = [], "replay"
     for number, line in enumerate(lines, start=1):
         if not line.strip():
