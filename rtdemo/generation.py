@@ -91,6 +91,7 @@ class RunStats:
         left = self.total - self.done - self.failed
         return {
             **{k: v for k, v in asdict(self).items() if k not in ("started", "done_at_start")},
+            "failures": self.failed,
             "spend": round(self.spend, 6),
             "rate": round(rate, 3),
             "eta": round(left / rate, 1) if rate > 0 else None,

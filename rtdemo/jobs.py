@@ -561,6 +561,10 @@ def resume_job(
     env = {name: value for name, value in (env or {}).items() if value}
     if missing := [name for name in job.env_names if name not in env]:
         raise UserError(_needs(missing))
+    # A job marks itself cancelled/failed just before its process exits: give it a moment.
+    deadline = time.monotonic() + 10
+    while job.pid is not None and pid_alive(job.pid, job.id) and time.monotonic() < deadline:
+        time.sleep(0.05)
     if job.pid is not None and pid_alive(job.pid, job.id):
         raise UserError(f"job {job_id} is still stopping (process {job.pid}): try again shortly")
     reset = dict(status="queued", error=None, cancel_requested=0, pid=None, started_at=None)

@@ -250,3 +250,78 @@ def test_canary_key_appears_nowhere(tmp_path, server):
     for path in [*tmp_path.rglob("*")]:
         if path.is_file():
             assert canary.encode() not in path.read_bytes(), path
+
+
+def _wait_job(ws: Path, job_id: int, statuses=("done", "failed", "cancelled"), timeout=90):
+    from rtdemo.jobs import get_job
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with Store(ws) as store:
+            job = get_job(store, job_id)
+        if job.status in statuses:
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} still {job.status}")
+
+
+@pytest.mark.slow
+def test_background_job_generates_reports_progress_and_keeps_the_key_off_disk(tmp_path, server):
+    from rtdemo.jobs import read_progress
+
+    canary = "sk-canary-bg-" + "x9" * 10
+    server.api_key = canary
+    ws = tmp_path / "ws"
+    args = [*GEN_ARGS, "--limit", "10", "--base-url", server.base_url, "--workspace", ws]
+    out = _cli(*args, "--background", env={"OPENAI_API_KEY": canary})
+    assert out.returncode == 0, out.stderr
+    job_id = int(out.stdout.split("started job ")[1].split()[0])
+    job = _wait_job(ws, job_id)
+    assert job.status == "done", (job.error, (job.run_dir / "log.txt").read_text())
+    progress = read_progress(job)
+    assert progress[-1]["done"] == progress[-1]["total"] == 40
+    assert {"failures", "spend", "rate", "eta", "accuracy"} <= set(progress[-1])
+    assert _count(ws / "rtdemo.sqlite3") == 40
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert canary.encode() not in path.read_bytes(), path
+    assert canary not in out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_background_job_cancel_then_resume_completes_without_duplicates(tmp_path, server):
+    from rtdemo.jobs import cancel_job, resume_job
+
+    server.latency = 0.05
+    ws = tmp_path / "ws"
+    args = [
+        *GEN_ARGS,
+        "--limit",
+        "30",
+        "--concurrency",
+        "2",
+        "--base-url",
+        server.base_url,
+        "--workspace",
+        ws,
+    ]
+    out = _cli(*args, "--background", env={"OPENAI_API_KEY": KEY})
+    job_id = int(out.stdout.split("started job ")[1].split()[0])
+    deadline = time.monotonic() + 60
+    while _count(ws / "rtdemo.sqlite3") < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with Store(ws) as store:
+        cancel_job(store, job_id)
+    job = _wait_job(ws, job_id)
+    assert job.status == "cancelled"
+    stopped_at = _count(ws / "rtdemo.sqlite3")
+    assert 0 < stopped_at < 120
+    with Store(ws) as store:
+        with pytest.raises(Exception, match="OPENAI_API_KEY"):
+            resume_job(store, job_id, env={})
+        resume_job(store, job_id, env={"OPENAI_API_KEY": KEY})
+    job = _wait_job(ws, job_id)
+    assert job.status == "done", job.error
+    with Store(ws) as store:
+        samples = load_samples(store, store.get_experiment("kill").id)
+    assert len(samples) == 120 and len({(s.idx, s.sample_index) for s in samples}) == 120

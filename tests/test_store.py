@@ -313,3 +313,27 @@ def test_concurrent_writers_in_real_processes(tmp_path):
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         conn.close()
+
+
+def test_v1_workspace_upgrades_to_v2_keeping_its_data(tmp_path):
+    """A workspace written by the first release (experiments, questions) gains samples,
+    reviews and jobs, and keeps what it had."""
+    path = tmp_path / "ws" / DB_NAME
+    path.parent.mkdir()
+    _build_at(path, 1)
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "INSERT INTO experiments (name, owner, task, config, created_at) "
+        "VALUES ('old', 'local', 'coin_flip', '{}', '2026-01-01T00:00:00+00:00')"
+    )
+    conn.execute(
+        "INSERT INTO questions (experiment_id, split, idx, question, answer) "
+        "VALUES (1, 'train', 3, 'q?', 'yes')"
+    )
+    conn.commit()
+    conn.close()
+    with Store(tmp_path / "ws") as store:
+        exp = store.get_experiment("old")
+        assert store.questions(exp.id) == [Example("q?", "yes", "train", 3)]
+        assert {"samples", "reviews", "jobs"} <= _tables(path)
+    assert _user_version(path) == SCHEMA_VERSION >= 2

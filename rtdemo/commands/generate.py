@@ -338,13 +338,30 @@ def _summary(store: Store, exp: Experiment, stats: RunStats, args: argparse.Name
     return 0 if stats.done == stats.total else INCOMPLETE
 
 
+PATH_FLAGS = ("--file", "--replay-file", "--prices", "--paper-data", "--hub-dir", "--workspace")
+
+
+def _absolute_paths(argv: list[str]) -> list[str]:
+    """argv with path values made absolute: a job may be resumed from another folder."""
+    out = []
+    for i, token in enumerate(argv):
+        flag, eq, value = token.partition("=")
+        if eq and flag in PATH_FLAGS:
+            token = f"{flag}={Path(value).expanduser().resolve()}"
+        elif i and argv[i - 1] in PATH_FLAGS:
+            token = str(Path(token).expanduser().resolve())
+        out.append(token)
+    return out
+
+
 def _start_background(args: argparse.Namespace) -> int:
     from rtdemo.jobs import start_job
 
     with Store(workspace_path(args.workspace)) as store:
         exp, _, _ = prepare_experiment(store, args)  # snapshot questions before the job starts
-        build_teacher(args, exp.task)  # fail now, not in the background, on a bad teacher
-        argv = [a for a in args.argv if a != "--background"]
+        settings_of(args)  # fail now, not in the background, on bad settings or teacher
+        build_teacher(args, exp.task)
+        argv = _absolute_paths([a for a in args.argv if a != "--background"])
         if args.workspace is None:
             argv += ["--workspace", str(store.workspace)]
         env_names = [KEY_ENV] if args.teacher == "openai" else []
