@@ -187,6 +187,8 @@ def cmd_experiments(args: argparse.Namespace) -> int:
                 f"created experiment {exp.name} ({exp.task}) with {added} questions in {store.path}"
             )
             return 0
+        if args.experiments_command == "show":
+            return _show_experiment(store, args)
         experiments = store.list_experiments()
         if args.json:
             for exp in experiments:
@@ -208,6 +210,33 @@ def cmd_experiments(args: argparse.Namespace) -> int:
         if not experiments and not args.json:
             print("no experiments yet: rtdemo experiments create NAME --task KEY")
         return 0
+
+
+def _show_experiment(store, args: argparse.Namespace) -> int:
+    """Teacher accuracy and per-question yield: what to look at before training."""
+    from rtdemo.curation import curate, question_yield
+
+    exp = store.get_experiment(args.name)
+    y = question_yield(store, exp, args.split)
+    kept = sum(c.kept for c in curate(store, exp, split=args.split))
+    if args.json:
+        print(json.dumps({"experiment": exp.name, "task": exp.task, "kept": kept, **y}))
+        return 0
+    acc = "not measured" if y["accuracy"] is None else f"{y['accuracy']:.1%}"
+    print(
+        f"{exp.name} ({exp.task}), {args.split}: {store.count_questions(exp.id, args.split)} "
+        f"questions, {y['done']} finished samples, teacher accuracy {acc}, {kept} kept after "
+        f"filtering and review; {y['questions_with_a_correct_sample']} questions have at least "
+        "one correct rationale"
+    )
+    print(f"{'index':>6} {'samples':>7} {'correct':>7} {'truncated':>9} {'failed':>6}  question")
+    for q in y["questions"]:
+        text = q["question"].replace("\n", " ")
+        print(
+            f"{q['index']:>6} {q['samples']:>7} {q['correct']:>7} {q['truncated']:>9} "
+            f"{q['failed']:>6}  {text[:70]}"
+        )
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,7 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_source_flags(create)
     listing = exp_sub.add_parser("list", help="the experiments in the workspace")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
-    for sub in (create, listing):
+    show_exp = exp_sub.add_parser(
+        "show", help="teacher accuracy and per-question yield of an experiment"
+    )
+    show_exp.add_argument("name", help="experiment name")
+    show_exp.add_argument("--split", choices=SPLITS, default="train", help="split (default train)")
+    show_exp.add_argument("--json", action="store_true", help="one JSON object")
+    for sub in (create, listing, show_exp):
         sub.add_argument(
             "--workspace",
             type=Path,

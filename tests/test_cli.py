@@ -210,3 +210,31 @@ def test_every_command_and_flag_has_help():
 def test_module_and_console_script_agree(run_cli):
     out = run_cli("--help")
     assert out.returncode == 0 and "tasks" in out.stdout and "score" in out.stdout
+
+
+def test_experiments_show_gives_teacher_accuracy_and_yield(run_cli, tmp_path):
+    ws = tmp_path / "ws"
+    out = run_cli(
+        "generate",
+        "--task",
+        "coin_flip",
+        "--limit",
+        "6",
+        "--samples",
+        "3",
+        "--temperature",
+        "0.7",
+        "--error-rate",
+        "0.5",
+        "--experiment",
+        "y",
+        "--workspace",
+        ws,
+    )
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(run_cli("experiments", "show", "y", "--json", "--workspace", ws).stdout)
+    assert shown["done"] == 18 and len(shown["questions"]) == 6
+    assert shown["kept"] == shown["correct"] == sum(q["correct"] for q in shown["questions"])
+    assert 0 < shown["accuracy"] < 1
+    text = run_cli("experiments", "show", "y", "--workspace", ws).stdout
+    assert "teacher accuracy" in text and "kept after filtering" in text
