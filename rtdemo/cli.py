@@ -62,6 +62,11 @@ def add_source_flags(parser: argparse.ArgumentParser) -> None:
         default=4,
         help="synthetic tasks: people (coin flip) or words per question",
     )
+    group.add_argument(
+        "--min-length",
+        type=int,
+        help="synthetic tasks: mix lengths from this up to --length (default: all --length)",
+    )
 
 
 def source_options(args: argparse.Namespace) -> SourceOptions:
@@ -81,7 +86,9 @@ def source_options(args: argparse.Namespace) -> SourceOptions:
         question_column=args.question_column,
         answer_column=args.answer_column,
         answer=answer,
-        synthetic=SyntheticSettings(seed=args.seed, size=args.size, length=args.length),
+        synthetic=SyntheticSettings(
+            seed=args.seed, size=args.size, length=args.length, min_length=args.min_length
+        ),
     )
 
 
@@ -307,9 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
             type=Path,
             help="workspace folder (default: $RTDEMO_HOME, else ./rtdemo-data)",
         )
-    from rtdemo.commands import generate
+    from rtdemo.commands import generate, students
 
     generate.register(commands)
+    students.register(commands)
     jobs_commands.register(commands)
     return parser
 

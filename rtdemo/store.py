@@ -124,6 +124,38 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX jobs_by_owner ON jobs (owner, status);
     """,
+    # v2 -> v3: student runs (one fine-tuning of one student in one format) and evaluations of
+    # students and of the teacher on a split.
+    """
+    CREATE TABLE student_runs (
+        id INTEGER PRIMARY KEY,
+        experiment_id INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        format TEXT NOT NULL CHECK (format IN ('cot', 'vanilla')),
+        diverse_samples INTEGER NOT NULL DEFAULT 1,
+        student TEXT NOT NULL,
+        method TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'created' CHECK (status IN ('created', 'trained')),
+        train_examples INTEGER NOT NULL DEFAULT 0,
+        output_dir TEXT NOT NULL,
+        settings TEXT NOT NULL DEFAULT '{}',
+        result TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL,
+        UNIQUE (experiment_id, name)
+    );
+    CREATE TABLE evaluations (
+        id INTEGER PRIMARY KEY,
+        experiment_id INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+        run_id INTEGER REFERENCES student_runs(id) ON DELETE CASCADE,
+        subject TEXT NOT NULL,
+        split TEXT NOT NULL,
+        epoch REAL,
+        metrics TEXT NOT NULL,
+        predictions_path TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX evaluations_by_experiment ON evaluations (experiment_id, subject);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -67,3 +67,16 @@ def test_bad_settings_and_non_synthetic_tasks_are_refused():
         SyntheticSettings(length=len(NAMES) + 1)
     with pytest.raises(UserError, match="no synthetic generator"):
         load_examples("gsm8k", "test", "synthetic")
+
+
+def test_a_length_range_mixes_question_lengths_deterministically():
+    settings = SyntheticSettings(seed=5, size=300, length=4, min_length=2)
+    examples = generate("last_letter_concatenation", settings)
+    lengths = {len(WORDS.fullmatch(e.question).group(1).split()) for e in examples}
+    assert lengths == {2, 3, 4}
+    assert examples == generate("last_letter_concatenation", settings)
+    # A fixed length draws the same questions as before the range existed.
+    fixed = generate("coin_flip", SyntheticSettings(seed=3, size=5))
+    assert fixed == generate("coin_flip", SyntheticSettings(seed=3, size=5, min_length=4))
+    with pytest.raises(UserError, match="min length"):
+        SyntheticSettings(length=3, min_length=5)

@@ -44,8 +44,14 @@ class SyntheticSettings:
     seed: int = 0
     size: int = 500
     length: int = 4
+    min_length: int | None = None  # if set, each question has min_length..length people/words
 
     def __post_init__(self) -> None:
+        if self.min_length is not None and not 1 <= self.min_length <= self.length:
+            raise UserError(
+                f"synthetic min length must be between 1 and the length ({self.length}), "
+                f"not {self.min_length}"
+            )
         if not 1 <= self.size <= MAX_SIZE:
             raise UserError(f"synthetic size must be between 1 and {MAX_SIZE:,}, not {self.size}")
         if not 1 <= self.length <= len(NAMES):
@@ -85,7 +91,11 @@ def generate(key: str, settings: SyntheticSettings, split: str | None = None) ->
     if key not in GENERATORS:
         raise UserError(f"{key} has no synthetic generator; only {', '.join(GENERATORS)} do")
     rng = random.Random(f"{key}:{settings.seed}")
-    items = [GENERATORS[key](rng, settings.length) for _ in range(settings.size)]
+    low = settings.min_length or settings.length
+    items = [
+        GENERATORS[key](rng, rng.randint(low, settings.length) if low < settings.length else low)
+        for _ in range(settings.size)
+    ]
     split_of = {i: name for name, indices in paper_split(settings.size).items() for i in indices}
     return [
         Example(question, answer, split_of[i], i)

@@ -104,10 +104,14 @@ def _start(folder: Path, log: Path, env: dict[str, str]) -> tuple[subprocess.Pop
         _stop(proc)
         if "address already in use" not in log.read_text(errors="replace").lower():
             break
-    state = f"exited with {proc.returncode}" if proc.returncode is not None else "never answered"
+    state = (
+        f"exited with code {proc.returncode} before answering"
+        if proc.returncode is not None
+        else f"did not answer GET /health within {STARTUP_TIMEOUT_S:g} s"
+    )
     pytest.fail(
-        f"`transformers serve` {state} within {STARTUP_TIMEOUT_S:g} s; "
-        f"command: {' '.join(args)}\n--- its log ---\n{_log_tail(log)}"
+        f"`transformers serve` {state}; command: {' '.join(args)}\n"
+        f"--- its log ---\n{_log_tail(log)}"
     )
 
 

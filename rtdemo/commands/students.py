@@ -1,0 +1,280 @@
+"""`rtdemo train`, `rtdemo evaluate` and `rtdemo pipeline`: step 3 and its measurement.
+
+    rtdemo train --experiment demo --run cot --format cot --student tiny [--background]
+    rtdemo train --experiment demo --run base --format vanilla --student tiny
+    rtdemo evaluate --experiment demo --run cot
+    rtdemo pipeline --config configs/demo.yaml --workspace demo-ws
+
+Settings are checked before a background job starts (unknown student, batch size 0, no kept
+samples, a seq2seq student given a causal recipe), so a job never starts only to fail at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rtdemo.commands.jobs import add_job_id_flag
+from rtdemo.errors import UserError
+from rtdemo.store import Store, workspace_path
+
+WORKSPACE_HELP = "workspace folder (default: $RTDEMO_HOME, else ./rtdemo-data)"
+
+
+def _train_args(args: argparse.Namespace) -> dict:
+    overrides = {
+        "method": args.method,
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "precision": args.precision,
+        "val_fraction": args.val_fraction,
+        "seed": args.seed,
+    }
+    return {k: v for k, v in overrides.items() if v is not None}
+
+
+def _prepare_training(store: Store, args: argparse.Namespace):
+    """Experiment, settings and training records, all validated."""
+    from rtdemo.config import RunConfig
+    from rtdemo.pipeline import training_records
+    from rtdemo.recipes import settings_for
+
+    exp = store.get_experiment(args.experiment, owner=args.owner)
+    settings = settings_for(args.student, args.recipe, _train_args(args))
+    kind = "causal"
+    if args.student != "tiny":
+        from rtdemo.students import student_kind
+
+        kind = student_kind(args.student)
+        if settings.kind not in ("auto", kind):
+            raise UserError(
+                f"{args.student} is a {kind} model but the {args.recipe!r} recipe is for "
+                f"{settings.kind} students: choose --recipe paper, or another student"
+            )
+    run_cfg = RunConfig(
+        name=args.run,
+        format=args.format,
+        student=args.student,
+        diverse_samples=args.samples_per_question,
+        filter_answers=not args.no_filter,
+    )
+    train_q = store.questions(exp.id, "train")
+    records = training_records(store, exp, run_cfg, train_q, kind)
+    if not records:
+        raise UserError(
+            f"experiment {exp.name} has no kept samples to train on: generate rationales "
+            "(rtdemo generate), accept some in review, or train --format vanilla"
+        )
+    return exp, settings, records
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Fine-tune a student on an experiment's curated set (or its gold answers, vanilla)."""
+    from rtdemo.jobs import job_context, start_job
+    from rtdemo.runs import create_run, finish_run
+    from rtdemo.training import train
+
+    with Store(workspace_path(args.workspace)) as store:
+        exp, settings, records = _prepare_training(store, args)
+        if args.background:
+            argv = [a for a in args.argv if a != "--background"]
+            if args.workspace is None:
+                argv += ["--workspace", str(store.workspace)]
+            job = start_job(store, "train", argv, owner=args.owner, experiment_id=exp.id)
+            state = "queued behind another torch job" if job.status == "queued" else "started"
+            print(f"{state}: job {job.id} (train) — watch it: rtdemo jobs show {job.id}")
+            return 0
+        from dataclasses import asdict
+
+        run = create_run(
+            store,
+            exp,
+            args.run,
+            args.format,
+            args.samples_per_question,
+            args.student,
+            settings.method,
+            len(records),
+            asdict(settings),
+        )
+        with job_context(store.workspace, args.job_id) as ctx:
+            progress = ctx.progress if args.job_id is not None else _printer()
+            result = train(
+                records,
+                settings,
+                run.output_dir,
+                resume=True,
+                on_progress=lambda p: progress(**p) if args.job_id is not None else progress(p),
+                should_stop=ctx.cancelled,
+            )
+            if result.stopped:
+                print(f"stopped at step {result.global_step}: resume with the same command")
+                return 3
+            finish_run(store, run, asdict(result))
+    print(
+        f"trained {args.run}: {result.global_step} steps in {result.train_seconds:.0f} s "
+        f"({result.precision}); model in {result.final_dir}"
+    )
+    return 0
+
+
+def _printer():
+    last = [0.0]
+
+    def show(p: dict) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 5 or p.get("step") == p.get("total"):
+            last[0] = now
+            loss = p.get("loss")
+            print(
+                f"step {p.get('step')}/{p.get('total')} loss "
+                f"{loss if loss is None else round(loss, 4)} eta {p.get('eta')}s",
+                flush=True,
+            )
+
+    return show
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a trained student run on the test split with the paper's answer cleansing."""
+    from rtdemo.evaluation import evaluate, save_eval
+    from rtdemo.jobs import job_context, start_job
+    from rtdemo.runs import get_run, save_evaluation
+    from rtdemo.tasks import get_task
+
+    with Store(workspace_path(args.workspace)) as store:
+        exp = store.get_experiment(args.experiment, owner=args.owner)
+        run = get_run(store, exp, args.run)
+        if run.status != "trained":
+            raise UserError(f"run {run.name} is not trained yet: rtdemo train ... --run {run.name}")
+        examples = store.questions(exp.id, args.split)
+        if not examples:
+            raise UserError(f"experiment {exp.name} has no {args.split} questions")
+        if args.background:
+            argv = [a for a in args.argv if a != "--background"]
+            if args.workspace is None:
+                argv += ["--workspace", str(store.workspace)]
+            job = start_job(store, "evaluate", argv, owner=args.owner, experiment_id=exp.id)
+            print(f"job {job.id} (evaluate) {job.status} — watch it: rtdemo jobs show {job.id}")
+            return 0
+        with job_context(store.workspace, args.job_id) as ctx:
+
+            def progress(done: int, total: int) -> None:
+                if args.job_id is not None:
+                    ctx.progress(done=done, total=total)
+
+            result = evaluate(
+                run.output_dir / "final",
+                examples,
+                get_task(exp.task).answer,
+                run.format,
+                batch_size=args.batch_size,
+                max_total_length=args.max_total_length,
+                on_progress=progress,
+                should_stop=ctx.cancelled,
+            )
+            folder = run.output_dir / f"evaluation-{args.split}"
+            save_eval(result, folder)
+            save_evaluation(
+                store,
+                exp,
+                run.name,
+                args.split,
+                result.metrics.to_dict(),
+                folder / "predictions.jsonl",
+                run,
+            )
+    m = result.metrics
+    print(
+        f"{run.name} on {m.count} {args.split} questions: accuracy {m.accuracy:.1%}, contains "
+        f"answer {m.contains_answer:.1%}, correct format {m.correct_format:.1%}, complete "
+        f"{'n/a' if m.complete is None else f'{m.complete:.1%}'}; predictions in {folder}"
+    )
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    """Run a whole recipe: generate, filter, train every run, evaluate, write results."""
+    from rtdemo.config import load_config
+    from rtdemo.pipeline import run_pipeline
+
+    config = load_config(args.config)
+    workspace = workspace_path(args.workspace)
+    results = run_pipeline(config, workspace, log=lambda m: print(m, flush=True))
+    print()
+    teacher = results["teacher"]["accuracy"]
+    print(f"teacher: {'not measured' if teacher is None else f'{teacher:.1%}'}")
+    for run in results["runs"]:
+        print(f"{run['name']:20} {run['format']:8} accuracy {run['metrics']['accuracy']:.1%}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add train, evaluate and pipeline to the CLI."""
+    p = commands.add_parser("train", help="fine-tune a student (Fine-tune-CoT or vanilla)")
+    p.add_argument("--experiment", required=True, help="experiment name")
+    p.add_argument("--run", required=True, help="name of this student run, e.g. cot-d1")
+    p.add_argument(
+        "--format",
+        choices=("cot", "vanilla"),
+        required=True,
+        help="cot: train on kept rationales; vanilla: on gold answers (the baseline)",
+    )
+    p.add_argument("--student", default="tiny", help="'tiny' (offline), a Hub id or a folder")
+    p.add_argument(
+        "--recipe",
+        choices=("tiny", "paper"),
+        default="tiny",
+        help="tiny: for the tiny student; paper: AdamW 3e-4, batch 8, 20 epochs",
+    )
+    p.add_argument(
+        "--samples-per-question",
+        type=int,
+        default=1,
+        help="D: use the first D samples of each question (cot)",
+    )
+    p.add_argument("--no-filter", action="store_true", help="train on wrong rationales too")
+    g = p.add_argument_group("overrides of the recipe")
+    g.add_argument("--method", choices=("lora", "full"), help="LoRA adapter or full fine-tuning")
+    g.add_argument("--epochs", type=float, help="passes over the data")
+    g.add_argument("--max-steps", type=int, help="optimizer steps (overrides epochs)")
+    g.add_argument("--batch-size", type=int, help="examples per step")
+    g.add_argument("--lr", type=float, help="peak learning rate")
+    g.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="auto: bf16 where fast")
+    g.add_argument(
+        "--val-fraction",
+        type=float,
+        help="hold out this share to pick the best epoch by validation loss",
+    )
+    g.add_argument("--seed", type=int, help="seed for data order and new weights")
+    p.add_argument("--background", action="store_true", help="run as a background job")
+    p.set_defaults(func=cmd_train)
+
+    e = commands.add_parser("evaluate", help="evaluate a trained student on the test split")
+    e.add_argument("--experiment", required=True, help="experiment name")
+    e.add_argument("--run", required=True, help="the trained student run")
+    e.add_argument("--split", choices=("train", "test"), default="test", help="default test")
+    e.add_argument("--batch-size", type=int, default=32, help="questions per generate batch")
+    e.add_argument(
+        "--max-total-length",
+        type=int,
+        default=1024,
+        help="cap on prompt + generated tokens (paper: 1024)",
+    )
+    e.add_argument("--background", action="store_true", help="run as a background job")
+    e.set_defaults(func=cmd_evaluate)
+
+    pl = commands.add_parser("pipeline", help="generate → filter → train → evaluate from a recipe")
+    pl.add_argument(
+        "--config", required=True, type=Path, help="a YAML recipe, e.g. configs/demo.yaml"
+    )
+    pl.set_defaults(func=cmd_pipeline)
+
+    for sub in (p, e, pl):
+        sub.add_argument("--workspace", type=Path, help=WORKSPACE_HELP)
+        sub.add_argument("--owner", default="local", help=argparse.SUPPRESS)
+    for sub in (p, e):
+        add_job_id_flag(sub)

@@ -1,0 +1,229 @@
+"""Students: load a causal or seq2seq model (Hub id or folder), and build the tiny offline student.
+
+Any student loads through the ordinary `from_pretrained` path, so a Hub id, a downloaded copy in
+the Hugging Face cache and a local folder behave the same:
+
+    kind = student_kind("google/flan-t5-base")            # "seq2seq" (from the config alone)
+    model, tokenizer, kind = load_student("gpt2", for_training=True)
+
+The tiny offline student needs nothing from the network: a GPT-2-architecture model with random
+weights (about 0.9M parameters at the defaults) and a byte-level tokenizer (256 byte tokens plus
+EOS and pad), written as an ordinary model folder:
+
+    folder = build_tiny_student(Path("runs/demo/base"))
+    model, tokenizer, kind = load_student(folder, for_training=True)
+
+A trained student in `<run>/final/` loads with the same `load_student(...)`: a LoRA run saves only
+its adapter there (`adapter_config.json` names the base model), which `load_student` applies to the
+base and, for inference, merges into it.
+
+Byte tokens, not a BPE trained on the task text: every string round-trips, there is nothing to
+train or fit, and the tokenized prompt is always a prefix of the tokenized prompt+completion (the
+Fine-tune-CoT loss mask relies on that, METHOD.md step 2).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from rtdemo.errors import UserError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+StudentKind = Literal["causal", "seq2seq"]
+
+TINY_EOS, TINY_PAD = "<|endoftext|>", "<|pad|>"  # ids 256 and 257; bytes keep ids 0-255
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from the 256 byte values to printable characters (byte order)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    mapping, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            mapping[b] = chr(b)
+        else:
+            mapping[b] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+def byte_tokenizer() -> PreTrainedTokenizerBase:
+    """A byte-level tokenizer needing no files: token id = byte value, then EOS (256), pad (257).
+
+    It adds no special tokens when encoding (the trainer appends EOS to completions), and
+    recognises the literal EOS and pad strings as their special tokens.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {char: b for b, char in _bytes_to_unicode().items()}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token=TINY_EOS, pad_token=TINY_PAD
+    )
+    return tokenizer
+
+
+def build_tiny_student(
+    folder: Path,
+    *,
+    layers: int = 4,
+    width: int = 128,
+    heads: int = 4,
+    context: int = 512,
+    seed: int = 0,
+) -> Path:
+    """Write the tiny offline student into `folder` (created if needed) and return the folder.
+
+    A GPT-2-architecture causal LM with random weights (seeded: the same arguments give the same
+    weights) and the byte tokenizer of `byte_tokenizer()`; about 0.9M parameters at the defaults.
+    `context` is the number of positions (prompt + completion, in bytes). The folder loads back
+    with `load_student(folder, ...)` or plain `AutoModelForCausalLM.from_pretrained(folder)`.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    if width % heads:
+        raise UserError(f"the tiny student's width ({width}) must be a multiple of heads ({heads})")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = byte_tokenizer()
+    tokenizer.model_max_length = context
+    ids = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=context,
+        n_embd=width,
+        n_layer=layers,
+        n_head=heads,
+        bos_token_id=tokenizer.eos_token_id,  # GPT-2's convention; nothing prepends it
+        **ids,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.eos_token_id = ids["eos_token_id"]
+    model.generation_config.pad_token_id = ids["pad_token_id"]
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _adapter_base(folder: Path) -> str | None:
+    """The base model a LoRA adapter folder was trained on, or None for a plain model folder."""
+    path = folder / ADAPTER_CONFIG
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())["base_model_name_or_path"]
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
+
+
+def _load_error(name: str, err: Exception) -> UserError:
+    """A message for a student that could not be found or fetched."""
+    from huggingface_hub import constants
+
+    text = str(err)
+    if constants.HF_HUB_OFFLINE or "connect" in text.lower() or "offline" in text.lower():
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hub is unreachable"
+        return UserError(
+            f"the student {name!r} needs network or a local copy: it is not in the Hugging Face "
+            f"cache and {why}. Download it where there is network (`hf download {name}`), give "
+            "the path of a model folder, or use the tiny offline student ('tiny')."
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return UserError(f"cannot load the student {name!r}: {first}")
+
+
+def _check_folder(name: str) -> None:
+    if not _looks_like_path(name):
+        return
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        raise UserError(
+            f"there is no student folder {folder}: give an existing model folder, a Hugging Face "
+            "Hub id (e.g. 'gpt2', 'google/flan-t5-base') or 'tiny'"
+        )
+    if not (folder / "config.json").is_file() and not (folder / ADAPTER_CONFIG).is_file():
+        raise UserError(f"{folder} is not a transformers model folder (it has no config.json)")
+
+
+def _resolve(name_or_path: str | Path) -> tuple[str, str | None]:
+    """(model to load the config from, adapter folder or None)."""
+    name = str(name_or_path)
+    _check_folder(name)
+    if not _looks_like_path(name):
+        return name, None
+    # Absolute, so that an adapter trained on it names a base that loads from anywhere.
+    name = str(Path(name).expanduser().resolve())
+    base = _adapter_base(Path(name))
+    if base is None:
+        return name, None
+    _check_folder(base)
+    return base, name
+
+
+def student_kind(name_or_path: str | Path) -> StudentKind:
+    """ "causal" (decoder-only) or "seq2seq" (encoder-decoder), read from the student's config.
+
+    Reads only `config.json` (of the base model, for a LoRA adapter folder): no weights.
+    Raises UserError for a missing folder or a Hub id that cannot be loaded here.
+    """
+    from transformers import AutoConfig
+
+    name, _ = _resolve(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise _load_error(name, err) from None
+    return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+
+
+def load_student(
+    name_or_path: str | Path, *, for_training: bool
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, StudentKind]:
+    """The student's model, tokenizer and kind, through `from_pretrained`.
+
+    - A causal tokenizer without a pad token gets pad = EOS (the trainer still trains the final
+      EOS: its labels come from the completion mask, not from the padding).
+    - Decoder-only tokenizers pad on the left, as batched generation needs (training pads on
+      its own, on the right).
+    - A LoRA adapter folder (a LoRA run's `final/`) loads its base model with the adapter applied;
+      for inference (`for_training=False`) the adapter is merged into the base weights.
+    - `for_training=False` puts the model in eval mode with the generation cache on.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    base, adapter = _resolve(name_or_path)
+    kind = student_kind(base)
+    auto = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(adapter or base)
+        model: Any = auto.from_pretrained(base)
+    except (OSError, ValueError) as err:
+        raise _load_error(base, err) from None
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=for_training)
+        if not for_training:
+            model = model.merge_and_unload()
+    if kind == "causal":
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        if model.generation_config.pad_token_id is None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if not for_training:
+        model.config.use_cache = True
+        model.eval()
+    return model, tokenizer, kind

@@ -1,0 +1,52 @@
+"""Pipeline recipes: every file in configs/ loads; mistakes are named with what to change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rtdemo.config import load_config
+from rtdemo.errors import UserError
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in CONFIGS if p.name != "prices.yaml"], ids=lambda p: p.name
+)
+def test_every_recipe_loads(path):
+    config = load_config(path)
+    assert config.runs and config.task.key
+
+
+def test_demo_recipe_is_the_offline_one():
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    assert config.teacher.kind == "builtin" and config.task.source == "synthetic"
+    assert {r.format for r in config.runs} == {"cot", "vanilla"}
+    assert all(r.student == "tiny" for r in config.runs)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "experiment: x\ntask: {key: coin_flip}\nruns: [{name: a, format: cot}]\n"
+            "teacher: {kidn: builtin}\n",
+            "unknown key.*kidn.*valid keys: kind",
+        ),
+        ("experiment: x\ntask: {key: coin_flip}\nruns: []\n", "at least one run"),
+        (
+            "experiment: x\ntask: {key: coin_flip}\n"
+            "runs: [{name: a, format: cot}, {name: a, format: vanilla}]\n",
+            "unique",
+        ),
+        ("experiment: x\nruns: [{name: a, format: cot}]\n", "task"),
+        ("experiment: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_recipes_say_what_to_change(tmp_path, text, message):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
+        load_config(path)
