@@ -314,6 +314,9 @@ def evaluate(
     """
     if fmt not in ("cot", "vanilla"):
         raise ValueError(f"a student's format is 'cot' or 'vanilla', not {fmt!r}")
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # no bar per weight file in our logs
     began = time.perf_counter()
     model, tokenizer, kind = load_for_inference(model_path, kind=kind)
     load_seconds = time.perf_counter() - began

@@ -15,20 +15,24 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rtdemo.config import PipelineConfig, SyntheticConfig
+from rtdemo.config import PipelineConfig, RunConfig, SyntheticConfig
 from rtdemo.curation import curate, format_pair
 from rtdemo.errors import UserError
 from rtdemo.generation import GenerationSettings, run_generation
 from rtdemo.paper_results import paper_figure
 from rtdemo.pricing import price_of, price_table
 from rtdemo.results import teacher_metrics, write_results
-from rtdemo.runs import create_run, finish_run, get_run, save_evaluation
+from rtdemo.runs import StudentRun, create_run, finish_run, get_run, save_evaluation
 from rtdemo.store import Experiment, Store
 from rtdemo.tasks import SourceOptions, get_task, load_examples
 from rtdemo.tasks.synthetic import SyntheticSettings, generate
 from rtdemo.tasks.types import AnswerFormat, Example
 from rtdemo.teachers.base import Teacher
+
+if TYPE_CHECKING:
+    from rtdemo.training import TrainSettings
 
 Log = Callable[[str], None]
 
@@ -129,6 +133,34 @@ def training_records(
     return [format_pair(c.question, c.rationale, c.gold, "cot", kind) for c in kept]
 
 
+def check_recipe(config: PipelineConfig) -> None:
+    """Refuse what can be refused before any work: a mistake in the last run's settings must not
+    wait for the teacher and the first runs (minutes of training) to surface."""
+    from rtdemo.recipes import settings_for
+
+    ev = config.evaluation
+    if ev.batch_size < 1 or ev.max_total_length < 8:
+        raise UserError(
+            f"evaluation: batch_size must be >= 1 (got {ev.batch_size}) and max_total_length "
+            f">= 8 (got {ev.max_total_length}); e.g. batch_size: 32, max_total_length: 1024"
+        )
+    for run_cfg in config.runs:
+        if run_cfg.diverse_samples < 1:
+            raise UserError(f"run {run_cfg.name}: diverse_samples must be >= 1")
+        try:
+            settings = settings_for(run_cfg.student, run_cfg.recipe, run_cfg.train)
+        except UserError as err:
+            raise UserError(f"run {run_cfg.name}: {err}") from None
+        if run_cfg.student != "tiny":
+            kind = _kind(run_cfg.student)
+            if settings.kind not in ("auto", kind):
+                raise UserError(
+                    f"run {run_cfg.name}: {run_cfg.student} is a {kind} model but the "
+                    f"{run_cfg.recipe!r} recipe is for {settings.kind} students: use "
+                    "recipe: paper, or another student"
+                )
+
+
 def run_pipeline(
     config: PipelineConfig,
     workspace: Path,
@@ -142,6 +174,7 @@ def run_pipeline(
 
     started = time.monotonic()
     task = get_task(config.task.key)
+    check_recipe(config)
     with Store(workspace) as store:
         # ---- 1. Questions ------------------------------------------------------------------
         train_q, test_q = load_questions(config)
@@ -184,7 +217,8 @@ def run_pipeline(
             )
             _generate(store, exp, teacher, test_q, greedy, task.answer, log)
             teacher_result = teacher_metrics(store, exp, teacher.info, greedy, task.answer)
-            save_evaluation(store, exp, "teacher", "test", teacher_result, None)
+            if teacher_result is not None:  # no finished greedy sample: "not measured"
+                save_evaluation(store, exp, "teacher", "test", teacher_result, None)
 
         # ---- 4. Students: train and evaluate each run --------------------------------------
         rows = []
@@ -203,31 +237,35 @@ def run_pipeline(
                 f"[4/5] run {i}/{len(config.runs)} {run_cfg.name}: {run_cfg.format}, "
                 f"{len(records)} examples, student {run_cfg.student}"
             )
-            run = create_run(
-                store,
-                exp,
-                run_cfg.name,
-                run_cfg.format,
-                run_cfg.diverse_samples,
-                run_cfg.student,
-                settings.method,
-                len(records),
-                asdict(settings),
-            )
-            try:
-                run = get_run(store, exp, run_cfg.name)
-                if run.status != "trained":
-                    result = train(
-                        records,
-                        settings,
-                        run.output_dir,
-                        resume=True,
-                        on_progress=_train_log(log),
-                        should_stop=should_stop,
+            run = _existing_run(store, exp, run_cfg, settings, len(records))
+            if run is None:
+                run = create_run(
+                    store,
+                    exp,
+                    run_cfg.name,
+                    run_cfg.format,
+                    run_cfg.diverse_samples,
+                    run_cfg.student,
+                    settings.method,
+                    len(records),
+                    asdict(settings),
+                )
+                result = train(
+                    records,
+                    settings,
+                    run.output_dir,
+                    resume=True,
+                    on_progress=_train_log(log),
+                    should_stop=should_stop,
+                )
+                if result.stopped:
+                    raise UserError(
+                        f"cancelled while training {run.name} at step {result.global_step}: "
+                        "run the pipeline again to continue from its last checkpoint"
                     )
-                    run = finish_run(store, run, asdict(result))
-            except KeyboardInterrupt:
-                raise
+                run = finish_run(store, run, asdict(result))
+            else:
+                log("  already trained: evaluating it again")
             ev = evaluate(
                 run.output_dir / "final",
                 test_q,
@@ -269,7 +307,7 @@ def run_pipeline(
                         k: metrics[k]
                         for k in ("accuracy", "contains_answer", "correct_format", "complete")
                     },
-                    "paper": paper_figure(task.key, row, run.student, config.task.source),
+                    "paper": paper_figure(task.key, row, run.student, _paper_source(config)),
                 }
             )
 
@@ -284,7 +322,11 @@ def run_pipeline(
                 "accuracy": teacher_result["accuracy"] if teacher_result else None,
                 "metrics": teacher_result,
                 "paper": paper_figure(
-                    task.key, "teacher", None, config.task.source, teacher.info.model
+                    task.key,
+                    "teacher",
+                    None,
+                    _paper_source(config, test_only=True),
+                    teacher.info.model,
                 ),
             },
             "test_questions": len(test_q),
@@ -293,6 +335,53 @@ def run_pipeline(
         paths = write_results(results, folder)
         log(f"[5/5] results written to {paths[0]} and {paths[1]}")
         return results
+
+
+def _paper_source(config: PipelineConfig, test_only: bool = False) -> str | None:
+    """The task's source as far as the paper's figures go: None unless its whole split is used.
+
+    A limited or synthetic split is not the paper's data and split (METHOD.md), so no figure
+    is comparable; the teacher's test accuracy depends on the test split only.
+    """
+    t = config.task
+    test_whole = t.test_limit is None and t.synthetic_test is None
+    train_whole = t.train_limit is None and t.synthetic_train is None
+    return t.source if test_whole and (test_only or train_whole) else None
+
+
+def _existing_run(
+    store: Store, exp: Experiment, run_cfg: RunConfig, settings: TrainSettings, examples: int
+) -> StudentRun | None:
+    """The run already trained for `run_cfg`, or None if it still needs training.
+
+    A trained run is reused only if the recipe still describes it: otherwise the results would
+    show a model trained with other settings under the recipe's name.
+    """
+    try:
+        run = get_run(store, exp, run_cfg.name)
+    except UserError:
+        return None
+    if run.status != "trained":
+        return None
+    wanted = json.loads(json.dumps(asdict(settings), sort_keys=True, default=str))
+    changed = [k for k, v in wanted.items() if k in run.settings and run.settings[k] != v]
+    changed += [
+        name
+        for name, old, new in (
+            ("format", run.format, run_cfg.format),
+            ("student", run.student, run_cfg.student),
+            ("diverse_samples", run.diverse_samples, run_cfg.diverse_samples),
+            ("train_examples", run.train_examples, examples),
+        )
+        if old != new
+    ]
+    if changed:
+        raise UserError(
+            f"run {run.name} of {exp.name} was trained with other settings "
+            f"({', '.join(sorted(changed))} differ from the recipe): give the run a new name in "
+            "the recipe, or use another workspace"
+        )
+    return run
 
 
 def _kind(student: str) -> str:
@@ -310,10 +399,9 @@ def _train_log(log: Log) -> Callable[[dict], None]:
             last[0] = now
             loss = p.get("loss")
             loss_text = f"{loss:.3f}" if isinstance(loss, (int, float)) else "—"
-            log(
-                f"  step {p.get('step')}/{p.get('total')} loss {loss_text} "
-                f"eta {p.get('eta') or '—'}s"
-            )
+            eta = p.get("eta")
+            eta_text = "—" if eta is None else f"{eta}s"  # 0.0 at the last step is an ETA too
+            log(f"  step {p.get('step')}/{p.get('total')} loss {loss_text} eta {eta_text}")
 
     return show
 

@@ -27,6 +27,8 @@ def settings_for(student: str, recipe: str, overrides: dict[str, Any] | None = N
             f"unknown training setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
         )
     base = dict(TINY_RECIPE if recipe == "tiny" else PAPER_RECIPE)
+    if "epochs" in (overrides or {}) and "max_steps" not in (overrides or {}):
+        base.pop("max_steps", None)  # the recipe's step count would silently override epochs
     if recipe == "tiny" and student != "tiny":
         base.pop("kind", None)  # the tiny recipe's hyperparameters, on another causal student
         base["kind"] = "causal"

@@ -33,6 +33,7 @@ loads the base model its `adapter_config.json` names and merges the adapter for 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -81,9 +82,21 @@ class TrainSettings:
     val_fraction: float = _help(0.0, "share of records held out to pick the best epoch, [0, 0.5]")
     save_every_epoch: bool = _help(True, "checkpoint each epoch (one is always saved at the end)")
     grad_accum: int = _help(1, "micro-batches accumulated per optimizer step")
+    shuffle: bool = _help(
+        True,
+        "shuffle into length-grouped batches each epoch; False = the records in order (sequential "
+        "batches, e.g. to compare a multi-process run with a single-process one)",
+    )
     logging_steps: int = _help(1, "report loss and progress every this many steps")
     kind: Literal["auto", "causal", "seq2seq"] = _help(
         "auto", "architecture the recipe is for; a student of the other kind is refused"
+    )
+    tiny_layers: int = _help(4, "tiny student only: transformer layers")
+    tiny_width: int = _help(128, "tiny student only: hidden size (a multiple of 4 heads)")
+    tiny_tokenizer: Literal["words", "bytes"] = _help(
+        "words",
+        "tiny student only: 'words' = bytes plus one token per template word of the training "
+        "text (half the length; letters and names stay bytes); 'bytes' = bytes only",
     )
 
     def __post_init__(self) -> None:
@@ -114,6 +127,11 @@ class TrainSettings:
             (self.grad_accum >= 1, f"grad_accum must be >= 1 (got {self.grad_accum})"),
             (self.logging_steps >= 1, f"logging_steps must be >= 1 (got {self.logging_steps})"),
             (self.kind in ("auto", "causal", "seq2seq"), "kind must be auto, causal or seq2seq"),
+            (
+                self.tiny_layers >= 1 and self.tiny_width >= 4 and self.tiny_width % 4 == 0,
+                "tiny_layers must be >= 1 and tiny_width a positive multiple of 4",
+            ),
+            (self.tiny_tokenizer in ("words", "bytes"), "tiny_tokenizer must be words or bytes"),
             (
                 not (self.student == "tiny" and self.kind == "seq2seq"),
                 "the tiny student is causal (GPT-2): use kind='causal' or 'auto' with it",
@@ -266,12 +284,18 @@ def split_validation(
     return train_part, [r for i, r in enumerate(records) if i in held]
 
 
-def _student_folder(settings: TrainSettings, output_dir: Path, resume: bool) -> str:
+def _student_folder(
+    settings: TrainSettings, output_dir: Path, resume: bool, records: list[dict]
+) -> str:
     if settings.student != "tiny":
         return settings.student
     folder = output_dir / "base"
     if not (resume and (folder / "config.json").is_file()):
-        build_tiny_student(folder, seed=settings.seed)
+        texts = [r["prompt"] + r["completion"] for r in records]
+        build_tiny_student(
+            folder, layers=settings.tiny_layers, width=settings.tiny_width, seed=settings.seed,
+            texts=texts if settings.tiny_tokenizer == "words" else None,
+        )  # fmt: skip
     return str(folder.resolve())
 
 
@@ -297,7 +321,8 @@ def _training_args(settings: TrainSettings, output_dir: Path, precision: Precisi
         "fp16": False,
         "use_cpu": cpu,
         "activation_checkpointing": not cpu,  # memory is not the limit on CPU; it only slows
-        "train_sampling_strategy": "group_by_length",  # `group_by_length` before transformers 5
+        # `group_by_length` before transformers 5
+        "train_sampling_strategy": "group_by_length" if settings.shuffle else "sequential",
         "include_num_input_tokens_seen": "non_padding",
         "logging_strategy": "steps",
         "logging_steps": settings.logging_steps,
@@ -367,6 +392,24 @@ def _epoch_seeded(trainer_cls: type) -> type:
     return EpochSeeded
 
 
+def _quiet_libraries() -> None:
+    """No per-step progress bars from datasets/transformers: our progress lines say it all."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _quiet(trainer: Trainer) -> Trainer:
+    """Without the trainer's own log printer: progress goes through our callback only."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
+
+
 def build_trainer(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -403,14 +446,16 @@ def build_trainer(
             packing=False,  # packing and padding-free need FlashAttention
             padding_free=False,
         )
-        return _epoch_seeded(SFTTrainer)(
-            model=model,
-            args=config,
-            train_dataset=train_set,
-            eval_dataset=val_set if val else None,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=callbacks,
+        return _quiet(
+            _epoch_seeded(SFTTrainer)(
+                model=model,
+                args=config,
+                train_dataset=train_set,
+                eval_dataset=val_set if val else None,
+                processing_class=tokenizer,
+                peft_config=peft_config,
+                callbacks=callbacks,
+            )
         )
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
@@ -433,14 +478,16 @@ def build_trainer(
 
     train_set = train_set.map(tokenize, batched=True, remove_columns=columns)
     val_set = val_set.map(tokenize, batched=True, remove_columns=columns) if val else None
-    return _epoch_seeded(Trainer)(
-        model=model,
-        args=TrainingArguments(**args),
-        train_dataset=train_set,
-        eval_dataset=val_set,
-        processing_class=tokenizer,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
-        callbacks=callbacks,
+    return _quiet(
+        _epoch_seeded(Trainer)(
+            model=model,
+            args=TrainingArguments(**args),
+            train_dataset=train_set,
+            eval_dataset=val_set,
+            processing_class=tokenizer,
+            data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+            callbacks=callbacks,
+        )
     )
 
 
@@ -492,7 +539,7 @@ def _progress_callback(on_progress: Progress | None, should_stop: Callable[[], b
                 return
             self.last_loss = float(logs["loss"])
             per_step = (time.monotonic() - self.t0) / max(state.global_step - self.start_step, 1)
-            if on_progress is not None:
+            if on_progress is not None and state.is_world_process_zero:  # one line per step
                 on_progress(
                     {
                         "step": state.global_step,
@@ -514,7 +561,46 @@ def _last_checkpoint(output_dir: Path) -> str | None:
     return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
 
 
+def _distributed_state():
+    """accelerate's `PartialState` when this process is one of several data-parallel workers
+    (torchrun / accelerate launch, `rtdemo.launch`), else None.
+
+    Made here as `TrainingArguments` would make it (gloo on CPU, NCCL on CUDA); the arguments
+    then reuse it (it is a singleton), and `train` can synchronise its processes before them.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def _synced(stop: Callable[[], bool], state) -> Callable[[], bool]:
+    """`stop` agreed on by every process: True everywhere as soon as one process sees it. Each
+    call is a collective, so every process must call it at the same points (they do: between
+    phases and in the callback's step hooks); otherwise a process that stopped alone would leave
+    the others waiting in DDP's gradient all-reduce."""
+    if state is None:
+        return stop
+    import torch
+    import torch.distributed as dist
+
+    def any_process() -> bool:
+        flag = torch.tensor([1.0 if stop() else 0.0], device=state.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    return any_process
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _write(output_dir: Path, result: TrainResult) -> TrainResult:
+    if not _is_main_process():  # one data-parallel process writes the result
+        return result
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / RESULT_NAME
     path.with_suffix(".tmp").write_text(json.dumps(asdict(result), indent=2) + "\n")
@@ -541,8 +627,10 @@ def train(
     (micro-)step: once True, the run saves a checkpoint and returns `stopped=True`, no `final/`.
     `val_records` (else `settings.val_fraction`) turns on per-epoch validation and keeps the best.
     """
-    stop = should_stop or (lambda: False)
     output_dir = Path(output_dir)
+    _quiet_libraries()
+    distributed = _distributed_state()  # one of several data-parallel processes (rtdemo.launch)
+    stop = _synced(should_stop or (lambda: False), distributed)
     kind = preflight(records, settings)
     checkpoint = _last_checkpoint(output_dir)
     if checkpoint and not resume:
@@ -573,7 +661,9 @@ def train(
 
     # ---- load the student ------------------------------------------------------------------
     output_dir.mkdir(parents=True, exist_ok=True)
-    result.base_model = _student_folder(settings, output_dir, resume)
+    with distributed.main_process_first() if distributed else contextlib.nullcontext():
+        built = distributed is not None and not distributed.is_main_process  # by process 0
+        result.base_model = _student_folder(settings, output_dir, resume or built, train_records)
     model, tokenizer, _ = load_student(result.base_model, for_training=True)
     if stop():
         return _write(output_dir, result)
@@ -597,7 +687,8 @@ def train(
         final_dir = output_dir / "final"
         trainer.model.config.use_cache = True  # the trainer turns the cache off for training
         trainer.save_model(str(final_dir))  # a LoRA model saves its adapter only
-        tokenizer.save_pretrained(final_dir)
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(final_dir)
         result.final_dir = str(final_dir)
     result.global_step, result.max_steps = state.global_step, state.max_steps
     result.epoch = float(state.epoch or 0)

@@ -142,3 +142,34 @@ def test_load_student_seq2seq(tmp_path):
     assert kind == "seq2seq"
     assert model.config.is_encoder_decoder
     assert tokenizer("ab")["input_ids"][-1] == tokenizer.eos_token_id  # T5 appends EOS
+
+
+def test_word_tokenizer_keeps_names_as_letters_and_shortens_the_template():
+    from rtdemo.curation import format_pair
+    from rtdemo.students import frequent_words, word_tokenizer
+    from rtdemo.tasks.synthetic import SyntheticSettings, generate
+
+    examples = generate("last_letter_concatenation", SyntheticSettings(size=200))
+    records = [
+        format_pair(
+            e.question,
+            f'The last letter of "{e.question.split(chr(34))[1].split()[0]}" is "{e.answer[0]}".',
+            e.answer,
+            "cot",
+        )
+        for e in examples
+    ]
+    texts = [r["prompt"] + r["completion"] for r in records]
+    words = frequent_words(texts)
+    assert {" the", " last", " letter", " ###", " -->"} <= set(words)
+    assert not any(w.strip()[:1].isupper() and w.strip() not in ("The", "Take") for w in words)
+    tok = word_tokenizer(words)
+    for r, text in zip(records, texts, strict=True):
+        ids = tok(text)["input_ids"]
+        assert tok.decode(ids) == text
+        prompt_ids = tok(r["prompt"])["input_ids"]
+        assert ids[: len(prompt_ids)] == prompt_ids  # the prompt is a prefix
+        assert len(ids) < 0.7 * len(text.encode())
+    pieces = [tok.decode([i]) for i in tok(' "Rosalind Otto"')["input_ids"]]
+    assert pieces[-3:] == ["t", "o", '"'] and "d" in pieces  # every letter of a name is its own
+    assert tok.eos_token_id != tok.pad_token_id

@@ -32,8 +32,24 @@ def _train_args(args: argparse.Namespace) -> dict:
         "precision": args.precision,
         "val_fraction": args.val_fraction,
         "seed": args.seed,
+        "shuffle": False if args.no_shuffle else None,
     }
     return {k: v for k, v in overrides.items() if v is not None}
+
+
+def _check_run_name(store: Store, exp, name: str) -> None:
+    """A trained run is never trained again: say so before a job starts, not in its log."""
+    from rtdemo.runs import get_run
+
+    try:
+        run = get_run(store, exp, name)
+    except UserError:
+        return
+    if run.status == "trained":
+        raise UserError(
+            f"run {name!r} of {exp.name} is already trained: pick another --run name "
+            f"(evaluate it with rtdemo evaluate --experiment {exp.name} --run {name})"
+        )
 
 
 def _prepare_training(store: Store, args: argparse.Namespace):
@@ -43,6 +59,7 @@ def _prepare_training(store: Store, args: argparse.Namespace):
     from rtdemo.recipes import settings_for
 
     exp = store.get_experiment(args.experiment, owner=args.owner)
+    _check_run_name(store, exp, args.run)
     settings = settings_for(args.student, args.recipe, _train_args(args))
     kind = "causal"
     if args.student != "tiny":
@@ -71,18 +88,42 @@ def _prepare_training(store: Store, args: argparse.Namespace):
     return exp, settings, records
 
 
+def _job_argv(args: argparse.Namespace, store: Store) -> list[str]:
+    """The command line a background job runs: this one, with its folders made absolute.
+
+    A job may be resumed from another folder (the app, another shell), so a relative
+    `--workspace` or student folder must not depend on where it was started.
+    """
+    argv = [a for a in args.argv if a != "--background"]
+    out = []
+    for i, token in enumerate(argv):
+        flag, eq, value = token.partition("=")
+        if not eq:
+            flag, value = (argv[i - 1], token) if i else ("", token)
+        if flag == "--workspace" or (flag == "--student" and Path(value).expanduser().exists()):
+            value = str(Path(value).expanduser().resolve())
+            token = f"{flag}={value}" if eq else value
+        out.append(token)
+    if args.workspace is None:
+        out += ["--workspace", str(store.workspace)]
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Fine-tune a student on an experiment's curated set (or its gold answers, vanilla)."""
+    from rtdemo import launch
     from rtdemo.jobs import job_context, start_job
     from rtdemo.runs import create_run, finish_run
     from rtdemo.training import train
 
+    if launch.in_launched_process():
+        return _train_worker(args)
+    processes = launch.default_processes() if args.processes is None else args.processes
     with Store(workspace_path(args.workspace)) as store:
         exp, settings, records = _prepare_training(store, args)
+        _check_processes(processes, settings.batch_size)
         if args.background:
-            argv = [a for a in args.argv if a != "--background"]
-            if args.workspace is None:
-                argv += ["--workspace", str(store.workspace)]
+            argv = _job_argv(args, store)
             job = start_job(store, "train", argv, owner=args.owner, experiment_id=exp.id)
             state = "queued behind another torch job" if job.status == "queued" else "started"
             print(f"{state}: job {job.id} (train) — watch it: rtdemo jobs show {job.id}")
@@ -102,22 +143,105 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         with job_context(store.workspace, args.job_id) as ctx:
             progress = ctx.progress if args.job_id is not None else _printer()
-            result = train(
-                records,
-                settings,
-                run.output_dir,
-                resume=True,
-                on_progress=lambda p: progress(**p) if args.job_id is not None else progress(p),
-                should_stop=ctx.cancelled,
-            )
+            if processes > 1:
+                result = _train_launched(args, store, run.output_dir, processes, ctx)
+            else:
+                result = train(
+                    records,
+                    settings,
+                    run.output_dir,
+                    resume=True,
+                    on_progress=lambda p: progress(**p) if args.job_id is not None else progress(p),
+                    should_stop=ctx.cancelled,
+                )
             if result.stopped:
                 print(f"stopped at step {result.global_step}: resume with the same command")
                 return 3
-            finish_run(store, run, asdict(result))
+            finish_run(store, run, {**asdict(result), "processes": processes})
     print(
         f"trained {args.run}: {result.global_step} steps in {result.train_seconds:.0f} s "
         f"({result.precision}); model in {result.final_dir}"
     )
+    return 0
+
+
+def _check_processes(processes: int, batch_size: int) -> None:
+    if processes < 1:
+        raise UserError(f"--processes must be >= 1 (got {processes})")
+    if batch_size % processes:
+        raise UserError(
+            f"batch size {batch_size} does not split evenly over {processes} processes: use a "
+            f"multiple of {processes} (each process takes batch size / processes examples)"
+        )
+
+
+def _train_launched(args: argparse.Namespace, store: Store, output_dir: Path, processes, ctx):
+    """Train in `processes` data-parallel workers (`rtdemo.launch`); the `TrainResult` process 0
+    wrote. The workers re-run this command line; this process keeps the job (heartbeat, cancel)."""
+    import json
+
+    from rtdemo import launch
+    from rtdemo.training import RESULT_NAME, TrainResult
+
+    progress_file = None
+    if args.job_id is not None:
+        from rtdemo.jobs import PROGRESS_NAME
+
+        progress_file = ctx.run_dir / PROGRESS_NAME
+    print(f"training in {processes} data-parallel processes (torchrun)", flush=True)
+    argv = launch.worker_argv(args.argv, store.workspace)
+    code = launch.run_launched(
+        processes, argv, cancelled=ctx.cancelled, progress_file=progress_file
+    )
+    path = output_dir / RESULT_NAME
+    if code != 0 or not path.is_file():
+        raise UserError(
+            f"the {processes}-process training failed (launcher exit status {code}): the "
+            "workers' errors are printed above (in the job's log when run in the background)"
+        )
+    return TrainResult(**json.loads(path.read_text()))
+
+
+def _train_worker(args: argparse.Namespace) -> int:
+    """One data-parallel worker (started by torchrun): train with batch size / world size.
+
+    Only process 0 prints progress and writes files (the trainer and `train` see to it); the
+    launching process records the run as trained.
+    """
+    import dataclasses
+
+    from rtdemo import launch
+    from rtdemo.runs import run_folder
+    from rtdemo.training import train
+
+    launch.exit_with_launcher()
+    world, rank = launch.world_size(), launch.rank()
+    with Store(workspace_path(args.workspace)) as store:
+        exp, settings, records = _prepare_training(store, args)
+        output_dir = run_folder(store, exp, args.run)
+    _check_processes(world, settings.batch_size)
+    settings = dataclasses.replace(settings, batch_size=settings.batch_size // world)
+    write = launch.progress_writer()
+    show = _printer()
+    result = train(
+        records,
+        settings,
+        output_dir,
+        resume=True,
+        on_progress=(lambda p: write(**p)) if write else show,
+        should_stop=launch.stop_requested,
+    )
+    import torch.distributed as dist
+
+    if rank == 0:
+        backend = dist.get_backend() if dist.is_initialized() else "none"
+        print(
+            f"process 0 of {world} ({backend}): step {result.global_step}, "
+            f"{settings.batch_size} examples per process and step",
+            flush=True,
+        )
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return 0
 
 
@@ -145,6 +269,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rtdemo.runs import get_run, save_evaluation
     from rtdemo.tasks import get_task
 
+    if args.batch_size < 1 or args.max_total_length < 8:
+        raise UserError(
+            f"--batch-size must be >= 1 (got {args.batch_size}) and --max-total-length >= 8 "
+            f"(got {args.max_total_length}); e.g. --batch-size 32 --max-total-length 1024"
+        )
     with Store(workspace_path(args.workspace)) as store:
         exp = store.get_experiment(args.experiment, owner=args.owner)
         run = get_run(store, exp, args.run)
@@ -154,9 +283,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not examples:
             raise UserError(f"experiment {exp.name} has no {args.split} questions")
         if args.background:
-            argv = [a for a in args.argv if a != "--background"]
-            if args.workspace is None:
-                argv += ["--workspace", str(store.workspace)]
+            argv = _job_argv(args, store)
             job = start_job(store, "evaluate", argv, owner=args.owner, experiment_id=exp.id)
             print(f"job {job.id} (evaluate) {job.status} — watch it: rtdemo jobs show {job.id}")
             return 0
@@ -241,7 +368,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     g.add_argument("--method", choices=("lora", "full"), help="LoRA adapter or full fine-tuning")
     g.add_argument("--epochs", type=float, help="passes over the data")
     g.add_argument("--max-steps", type=int, help="optimizer steps (overrides epochs)")
-    g.add_argument("--batch-size", type=int, help="examples per step")
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        help="examples per optimizer step, all processes together (each of --processes N "
+        "takes batch size / N)",
+    )
     g.add_argument("--lr", type=float, help="peak learning rate")
     g.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="auto: bf16 where fast")
     g.add_argument(
@@ -250,6 +382,19 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="hold out this share to pick the best epoch by validation loss",
     )
     g.add_argument("--seed", type=int, help="seed for data order and new weights")
+    g.add_argument(
+        "--no-shuffle",
+        action="store_true",
+        help="batches in the records' order, no length grouping (to compare runs step by step)",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="data-parallel training processes, started with torchrun (default: one per GPU "
+        "when there are several, else 1); --batch-size stays the global batch, each process "
+        "takes batch size / N. On CPU they use gloo: no faster on a few cores",
+    )
     p.add_argument("--background", action="store_true", help="run as a background job")
     p.set_defaults(func=cmd_train)
 
