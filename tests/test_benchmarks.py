@@ -49,3 +49,71 @@ def test_generation_throughput_reports_every_figure(tmp_path, capsys, diagnostic
     assert result["server_handler_errors"] == []
     table = capsys.readouterr().out
     assert "sequential (concurrency 1)" in table and "re-run on the same workspace" in table
+
+
+# ---- training and evaluation (torch): tiny parameters, one thread --------------------------------
+
+
+@pytest.mark.slow
+def test_training_throughput_reports_every_figure(tmp_path, capsys):
+    from benchmarks import training_throughput
+
+    out = tmp_path / "figures.json"
+    args = ["--questions", "150", "--steps", "2", "--warmup-steps", "1", "--repeats", "1"]
+    tiny = ["--threads", "1", "--width", "32", "--layers", "1", "--batch-size", "4"]
+    result = training_throughput.main([*args, *tiny, "--json", str(out)])
+
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    for key in ("date", "machine", "parameters", "variants", "project_vs_baseline"):
+        assert key in result, key
+    assert {"cpu", "cores", "python", "platform", "torch_threads"} <= set(result["machine"])
+    assert result["machine"]["torch_threads"] == 1
+    params = result["parameters"]
+    assert params["tokenizer"] == "words" and params["timed_steps"] == 2
+    assert 0 < params["records"] <= 150
+    for name in ("project", "baseline", "diagnostic"):
+        variant = result["variants"][name]
+        assert variant["tokens_per_s"] > 0 and 0 <= variant["padding_waste"] < 1
+        [run] = variant["runs"]
+        assert run["steps"] == 2 and run["tokens"] <= run["positions"]
+    assert result["variants"]["baseline"]["ratio_to_baseline"] == pytest.approx(1.0)
+    assert "project vs baseline" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_evaluation_batching_reports_every_figure(tmp_path, capsys):
+    from benchmarks import evaluation_batching
+
+    out = tmp_path / "figures.json"
+    args = ["--prompts", "5", "--batch-sizes", "2,4", "--max-new-tokens", "3", "--repeats", "1"]
+    result = evaluation_batching.main([*args, "--threads", "1", "--json", str(out)])
+
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["identical_to_batch_1"] is True  # the benchmark raises otherwise
+    assert set(result["batch_sizes"]) == {"1", "2", "4"}
+    for figures in result["batch_sizes"].values():
+        assert figures["examples_per_s"] > 0 and figures["ratio_to_batch_1"] > 0
+    assert result["batch_sizes"]["1"]["ratio_to_batch_1"] == pytest.approx(1.0)
+    assert result["answers"]["new_tokens_total"] <= 5 * 3
+    assert {"cpu", "cores", "torch_threads"} <= set(result["machine"])
+    assert "batch size   4" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_training_memory_reports_every_figure(tmp_path, capsys):
+    from benchmarks import training_memory
+
+    out = tmp_path / "figures.json"
+    args = ["--steps", "1", "--batch-size", "1", "--tokens", "16", "--threads", "1"]
+    result = training_memory.main([*args, "--json", str(out)])
+
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    lora, full = result["variants"]["lora"], result["variants"]["full"]
+    assert lora["model_parameters"] == full["model_parameters"] > 100_000_000  # GPT-2 small
+    assert lora["trainable_parameters"] < full["trainable_parameters"] == full["model_parameters"]
+    for variant in (lora, full):
+        assert variant["steps"] == 1 and variant["batch_shapes"] == [[1, 16]]
+        assert variant["peak_mib"] >= variant["rss_after_load_mib"] > 0
+        assert variant["peak_minus_load_mib"] >= 0
+    assert result["full_vs_lora"] > 0
+    assert "full / LoRA" in capsys.readouterr().out
