@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from rtdemo.errors import UserError
-from rtdemo.samples import Sample, load_samples
+from rtdemo.samples import Sample, SampleKey, load_samples
 from rtdemo.store import Experiment, Store
 
 TrainFormat = Literal["cot", "vanilla"]
@@ -67,8 +67,12 @@ def curate(
     filter_answers: bool = True,
     samples_per_question: int | None = None,
     split: str | None = "train",
+    key: SampleKey | None = None,
 ) -> list[Curated]:
-    """Every finished sample of the experiment with its review applied and its kept flag."""
+    """Every finished sample of the experiment with its review applied and its kept flag.
+
+    `key` restricts it to one teacher setting (an experiment may hold samples of several).
+    """
     questions = {(q.split, q.index): q for q in store.questions(experiment.id)}
     reviews = {
         sid: (decision, edited)
@@ -79,7 +83,7 @@ def curate(
         )
     }
     out = []
-    for s in load_samples(store, experiment.id, split=split):
+    for s in load_samples(store, experiment.id, key, split=split):
         if s.status != "done":
             continue
         if samples_per_question is not None and s.sample_index >= samples_per_question:

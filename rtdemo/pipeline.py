@@ -25,6 +25,7 @@ from rtdemo.paper_results import paper_figure
 from rtdemo.pricing import price_of, price_table
 from rtdemo.results import teacher_metrics, write_results
 from rtdemo.runs import StudentRun, create_run, finish_run, get_run, save_evaluation
+from rtdemo.samples import SampleKey
 from rtdemo.store import Experiment, Store
 from rtdemo.tasks import SourceOptions, get_task, load_examples
 from rtdemo.tasks.synthetic import SyntheticSettings, generate
@@ -114,7 +115,12 @@ def _generate(
 
 
 def training_records(
-    store: Store, exp: Experiment, run_cfg, train_q: list[Example], kind: str
+    store: Store,
+    exp: Experiment,
+    run_cfg,
+    train_q: list[Example],
+    kind: str,
+    key: SampleKey | None = None,
 ) -> list[dict]:
     """Prompt-completion pairs of a run: all gold answers (vanilla) or kept rationales (cot)."""
     if run_cfg.format == "vanilla":
@@ -127,6 +133,7 @@ def training_records(
             exp,
             filter_answers=run_cfg.filter_answers,
             samples_per_question=run_cfg.diverse_samples,
+            key=key,
         )
         if c.kept and (c.sample.split, c.sample.idx) in ids
     ]
@@ -195,6 +202,7 @@ def run_pipeline(
         t = config.teacher
         cot_runs = [r for r in config.runs if r.format == "cot"]
         d = max([r.diverse_samples for r in cot_runs] + [t.samples]) if cot_runs else 0
+        train_key = None
         if d:
             log(f"[2/5] teacher: {teacher.info.label or teacher.info.model}, D={d}")
             settings = GenerationSettings(
@@ -206,6 +214,8 @@ def run_pipeline(
                 budget=t.budget,
             )
             _generate(store, exp, teacher, train_q, settings, task.answer, log)
+            # Students learn from this recipe's teacher setting only, whatever else is stored.
+            train_key = SampleKey.of(teacher.info, settings.temperature, settings.max_tokens)
 
         # ---- 3. The teacher on the test split (greedy, D=1) ---------------------------------
         teacher_result = None
@@ -227,7 +237,7 @@ def run_pipeline(
                 raise UserError("cancelled: run the pipeline again to continue")
             settings = settings_for(run_cfg.student, run_cfg.recipe, run_cfg.train)
             kind = "causal" if run_cfg.student == "tiny" else _kind(run_cfg.student)
-            records = training_records(store, exp, run_cfg, train_q, kind)
+            records = training_records(store, exp, run_cfg, train_q, kind, train_key)
             if not records:
                 raise UserError(
                     f"run {run_cfg.name} has no kept samples to train on: lower the "

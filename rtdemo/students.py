@@ -130,6 +130,7 @@ def build_tiny_student(
     context: int = 512,
     seed: int = 0,
     texts: Sequence[str] | None = None,
+    dropout: float = 0.0,
 ) -> Path:
     """Write the tiny offline student into `folder` (created if needed) and return the folder.
 
@@ -157,6 +158,11 @@ def build_tiny_student(
         n_layer=layers,
         n_head=heads,
         bos_token_id=tokenizer.eos_token_id,  # GPT-2's convention; nothing prepends it
+        # No dropout by default: a model this small learning an algorithmic task underfits, it
+        # does not overfit, and dropout slowed learning (benchmarks/README.md, the demo).
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
         **ids,
     )
     torch.manual_seed(seed)

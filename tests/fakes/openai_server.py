@@ -179,6 +179,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # Headers and body go out in separate writes: without TCP_NODELAY the body waits ~40 ms
+        # for the client's delayed ACK on every kept-alive request (real servers set it too).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.fake._track(self.connection, opened=True)
 
     def finish(self) -> None:
@@ -323,6 +326,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the standard library's 5 drops SYNs when many clients connect
     block_on_close = False
     fake: FakeOpenAIServer
 
