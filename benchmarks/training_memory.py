@@ -4,7 +4,7 @@ Run from the repository root (results also go to benchmarks/README.md by hand):
 
     .venv/bin/python benchmarks/training_memory.py
     .venv/bin/python benchmarks/training_memory.py --steps 3 --batch-size 2 --tokens 128 \
-        --threads 2 --json /tmp/training_memory.json
+        --repeats 3 --threads 2 --json /tmp/training_memory.json
 
 The model is GPT-2 small's architecture from `transformers.GPT2Config()` defaults (12 layers,
 width 768, 12 heads, 50,257-token vocabulary, 124M parameters), random weights (seed 0), built in
@@ -16,7 +16,8 @@ tokens each (all of them are longer), so every batch is `--batch-size` × `--tok
 
 Each variant is trained for `--steps` steps by the project's trainer (`rtdemo.training.
 build_trainer`, `PAPER_RECIPE`: AdamW, lr 3e-4, the precision the recipe picks on this machine,
-no checkpoints), in a fresh Python process of its own:
+no checkpoints), each run in a fresh Python process of its own, `--repeats` runs per variant
+(interleaved; the run with the median figure is reported):
 
 1. **lora**: `method="lora"` (the project's adapter: r 16, alpha 32, dropout 0.05,
    `target_modules="all-linear"`);
@@ -26,7 +27,8 @@ In the child process, after every library is imported and the model is built, th
 is read (`VmRSS`, "after load"); the peak is then reset (`echo 5 > /proc/self/clear_refs`, Linux)
 so that the peak read after training (`VmHWM`) is the training's own, trainer construction and
 data preparation included. Figure: peak minus after-load for each variant, and full / LoRA. Also
-recorded: the peak before the reset (building the model), the trainable parameters, and, as a
+recorded: the peak before the reset (building the model), the trainable parameters, seconds per
+step (not a figure of this benchmark: the runs are short and not warmed up), and, as a
 cross-check, the parent's `getrusage(RUSAGE_CHILDREN).ru_maxrss` after each child (a running
 maximum over the children: exact for the first one only). `--threads` sets `torch.set_num_threads`
 in the children (default: the usable cores); memory hardly depends on it.
@@ -215,13 +217,27 @@ def run_child(
 
 
 def benchmark(
-    steps: int, batch_size: int, tokens: int, threads: int, mmap_threshold: int | None = None
+    steps: int,
+    batch_size: int,
+    tokens: int,
+    threads: int,
+    mmap_threshold: int | None = None,
+    repeats: int = 1,
 ) -> dict[str, Any]:
-    """Run each variant in its own process; return every figure."""
+    """Run each variant `repeats` times, each run in its own process, interleaved; return every
+    figure (per variant: the run with the median peak minus load, and every run's figure)."""
     machine = machine_info(threads)  # the load average before the runs
-    variants = {
-        v: run_child(v, steps, batch_size, tokens, threads, mmap_threshold) for v in VARIANTS
-    }
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
+    for _ in range(repeats):
+        for v in VARIANTS:
+            runs[v].append(run_child(v, steps, batch_size, tokens, threads, mmap_threshold))
+    variants = {}
+    for v, measured in runs.items():
+        ordered = sorted(measured, key=lambda r: r["peak_minus_load_mib"])
+        variants[v] = {
+            **ordered[(len(ordered) - 1) // 2],
+            "peak_minus_load_mib_runs": [r["peak_minus_load_mib"] for r in measured],
+        }
     lora, full = variants["lora"], variants["full"]
     return {
         "benchmark": "training_memory",
@@ -237,6 +253,7 @@ def benchmark(
             "recipe": "PAPER_RECIPE (AdamW, lr 3e-4) via rtdemo.training.build_trainer",
             "lora": "r 16, alpha 32, dropout 0.05, target_modules all-linear",
             "malloc_mmap_threshold": mmap_threshold or "glibc default (dynamic)",
+            "repeats": repeats,
         },
         "variants": variants,
         "full_vs_lora": full["peak_minus_load_mib"] / lora["peak_minus_load_mib"],
@@ -253,7 +270,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"thread(s), Python {m['python']}, {m['platform']}",
         f"{p['model']}, {p['model_parameters'] / 1e6:.1f}M parameters, {p['steps']} steps at "
         f"batch {p['batch_size']} × {p['tokens_per_example']} tokens, {p['precision']}, "
-        "one fresh process per variant"
+        f"one fresh process per run, median of {p['repeats']}"
         + (
             f", MALLOC_MMAP_THRESHOLD_={p['malloc_mmap_threshold']} (diagnostic)"
             if isinstance(p["malloc_mmap_threshold"], int)
@@ -267,8 +284,8 @@ def format_table(result: dict[str, Any]) -> str:
         rows.append(
             f"{name:<5} trainable {v['trainable_parameters'] / 1e6:>7.2f}M  after load "
             f"{v['rss_after_load_mib']:>6.0f} MiB  peak {v['peak_mib']:>6.0f} MiB  "
-            f"peak - load {v['peak_minus_load_mib']:>6.0f} MiB  "
-            f"({v['median_step_seconds']:.2f} s/step)"
+            f"peak - load {v['peak_minus_load_mib']:>6.0f} MiB "
+            f"(runs: {', '.join(f'{x:.0f}' for x in v['peak_minus_load_mib_runs'])})"
         )
     tail = [
         "",
@@ -285,6 +302,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-size", type=int, default=2, help="examples per step")
     parser.add_argument("--tokens", type=int, default=128, help="tokens per example")
     parser.add_argument("--threads", type=int, default=usable_cores(), help="torch threads")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per variant (median)")
     parser.add_argument(
         "--mmap-threshold",
         type=int,
@@ -293,13 +311,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)  # internal
     args = parser.parse_args(argv)
-    if min(args.steps, args.batch_size, args.threads) < 1 or args.tokens < 8:
-        parser.error("steps, batch-size and threads must be >= 1, tokens >= 8")
+    if min(args.steps, args.batch_size, args.threads, args.repeats) < 1 or args.tokens < 8:
+        parser.error("steps, batch-size, threads and repeats must be >= 1, tokens >= 8")
     if args.child:
         figures = child(args.child, args.steps, args.batch_size, args.tokens, args.threads)
         print(json.dumps(figures))
         return figures
-    result = benchmark(args.steps, args.batch_size, args.tokens, args.threads, args.mmap_threshold)
+    result = benchmark(
+        args.steps, args.batch_size, args.tokens, args.threads, args.mmap_threshold, args.repeats
+    )
     print(format_table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

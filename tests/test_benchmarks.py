@@ -104,8 +104,8 @@ def test_training_memory_reports_every_figure(tmp_path, capsys):
     from benchmarks import training_memory
 
     out = tmp_path / "figures.json"
-    args = ["--steps", "1", "--batch-size", "1", "--tokens", "16", "--threads", "1"]
-    result = training_memory.main([*args, "--json", str(out)])
+    args = ["--steps", "1", "--batch-size", "1", "--tokens", "16", "--repeats", "1"]
+    result = training_memory.main([*args, "--threads", "1", "--json", str(out)])
 
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     lora, full = result["variants"]["lora"], result["variants"]["full"]
@@ -115,5 +115,6 @@ def test_training_memory_reports_every_figure(tmp_path, capsys):
         assert variant["steps"] == 1 and variant["batch_shapes"] == [[1, 16]]
         assert variant["peak_mib"] >= variant["rss_after_load_mib"] > 0
         assert variant["peak_minus_load_mib"] >= 0
+        assert variant["peak_minus_load_mib_runs"] == [variant["peak_minus_load_mib"]]
     assert result["full_vs_lora"] > 0
     assert "full / LoRA" in capsys.readouterr().out
