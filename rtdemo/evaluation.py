@@ -179,14 +179,33 @@ def generate(
                 {"input_ids": [encoded[i] for i in live]}, padding=True, return_tensors="pt"
             ).to(model.device)
             with torch.inference_mode():
-                longest = max(budgets[i] for i in live)
-                out = model.generate(**inputs, generation_config=greedy(longest))
+                # Causal: every row's positions must stay under the cap, and the padded batch is
+                # as long as its longest prompt, so the batch gets that prompt's budget (rows are
+                # sorted by length, so a shorter one loses at most the length difference, and only
+                # when it runs into the cap anyway). Seq2seq budgets are all equal.
+                steps = (
+                    min(budgets[i] for i in live)
+                    if kind == "causal"
+                    else max(budgets[i] for i in live)
+                )
+                out = model.generate(**inputs, generation_config=greedy(steps))
             # Causal: the output repeats the (padded) prompt; seq2seq: it starts with one
             # decoder start token.
             new = out[:, inputs["input_ids"].shape[1] :] if kind == "causal" else out[:, 1:]
             for row, i in enumerate(live):
                 ids = new[row, : budgets[i]].tolist()
                 done[i] = _finish(tokenizer, ids, eos_ids)
+                if kind == "causal" and done[i].finish_reason == "length" and budgets[i] > steps:
+                    # Cut short by the batch's shared limit: answer it alone, as one at a time
+                    # would (rare: only outputs that run into the cap).
+                    single = torch.tensor([encoded[i]], device=model.device)
+                    with torch.inference_mode():
+                        alone = model.generate(
+                            input_ids=single,
+                            attention_mask=torch.ones_like(single),
+                            generation_config=greedy(budgets[i]),
+                        )
+                    done[i] = _finish(tokenizer, alone[0, single.shape[1] :].tolist(), eos_ids)
         if on_batch is not None:
             on_batch(len(done), len(order))
     return [done[i] for i in range(len(order))]

@@ -106,6 +106,18 @@ def test_model_positions_cap_the_total_length(tmp_path):
     assert short.new_tokens == 5 and got.text.startswith(short.text)
 
 
+def test_a_batch_of_short_and_long_prompts_stays_within_the_model_positions(tmp_path):
+    """Regression: a short prompt's budget once ran a padded batch past the position table."""
+    folder = build_tiny_causal_lm(tmp_path / "gpt2")  # 256 positions
+    model, tokenizer, kind = load_for_inference(folder)
+    prompts = ["Q: hi ###", "Q: " + "word " * 60 + "###"]
+    batched = generate(model, tokenizer, kind, prompts, batch_size=2, max_total_length=1024)
+    single = [generate(model, tokenizer, kind, [p], max_total_length=1024)[0] for p in prompts]
+    assert batched == single
+    for prompt, got in zip(prompts, batched, strict=True):
+        assert len(tokenizer(prompt)["input_ids"]) + got.new_tokens <= 256
+
+
 def test_position_ids_follow_the_attention_mask(causal_folder):
     """With left padding, each row counts its positions from its first real token."""
     import torch
