@@ -35,6 +35,9 @@ Figures: non-padding tokens per second (the tokens of the examples, prompt and E
 its ratio to the baseline, and padding waste (share of the positions in the trained batches that
 are padding). Variants run interleaved (project, baseline, diagnostic, project, ...), `--repeats`
 times, median reported. `--threads` sets `torch.set_num_threads` (default: the usable cores).
+Each run also records its CPU time over wall time: a run that got less than 90 % of its threads'
+cores shared them with another process and is left out of the median (`discarded_runs`; all runs
+are kept in the JSON).
 """
 
 from __future__ import annotations
@@ -100,6 +103,16 @@ def machine_info(threads: int | str) -> dict[str, Any]:
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
     return info
+
+
+#: A run whose process got less than this share of `threads` cores of CPU time shared the cores
+#: with another process: it is discarded from the median (unless every run was).
+CONTENDED_BELOW = 0.9
+
+
+def contended(cpu_per_wall: float, threads: int) -> bool:
+    """Whether a run with this CPU time / wall time ratio shared its cores with another process."""
+    return cpu_per_wall < CONTENDED_BELOW * min(threads, usable_cores())
 
 
 def usable_cores() -> int:
@@ -398,12 +411,14 @@ def benchmark(
             )
     variants = {}
     for name, measured in runs.items():
+        clean = [r for r in measured if not contended(r["cpu_per_wall"], threads)] or measured
         variants[name] = {
             "label": LABELS[name],
-            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in measured),
-            "ms_per_step": statistics.median(r["ms_per_step"] for r in measured),
-            "padding_waste": statistics.median(r["padding_waste"] for r in measured),
-            "cpu_per_wall": statistics.median(r["cpu_per_wall"] for r in measured),
+            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in clean),
+            "ms_per_step": statistics.median(r["ms_per_step"] for r in clean),
+            "padding_waste": statistics.median(r["padding_waste"] for r in clean),
+            "cpu_per_wall": statistics.median(r["cpu_per_wall"] for r in clean),
+            "discarded_runs": len(measured) - len(clean),
             "runs": measured,
         }
     base = variants["baseline"]["tokens_per_s"]
@@ -467,6 +482,11 @@ def format_table(result: dict[str, Any]) -> str:
             f"{v['label']:<66} {v['tokens_per_s']:>9.0f} tok/s  {v['ratio_to_baseline']:>5.2f}×  "
             f"{v['ms_per_step']:>6.1f} ms/step  padding {v['padding_waste']:>3.0%}  "
             f"CPU/wall {v['cpu_per_wall']:.2f}"
+            + (
+                f"  ({v['discarded_runs']} contended run(s) left out)"
+                if v["discarded_runs"]
+                else ""
+            )
         )
     tail = [
         "",
