@@ -375,6 +375,7 @@ def _start_background(args: argparse.Namespace) -> int:
             env=env,
             env_names=env_names,
         )
+    args.started = job  # for callers in-process (the app)
     print(f"started job {job.id} (generate) — watch it: rtdemo jobs show {job.id}")
     return 0
 

@@ -125,6 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.background:
             argv = _job_argv(args, store)
             job = start_job(store, "train", argv, owner=args.owner, experiment_id=exp.id)
+            args.started = job  # for callers in-process (the app)
             state = "queued behind another torch job" if job.status == "queued" else "started"
             print(f"{state}: job {job.id} (train) — watch it: rtdemo jobs show {job.id}")
             return 0
@@ -285,6 +286,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.background:
             argv = _job_argv(args, store)
             job = start_job(store, "evaluate", argv, owner=args.owner, experiment_id=exp.id)
+            args.started = job  # for callers in-process (the app)
             print(f"job {job.id} (evaluate) {job.status} — watch it: rtdemo jobs show {job.id}")
             return 0
         with job_context(store.workspace, args.job_id) as ctx:

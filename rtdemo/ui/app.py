@@ -1,22 +1,136 @@
-"""Build the app: `demo = build_app()`; `demo.launch(**launch_kwargs())`."""
+"""Build the app: `demo = build_app()`; `demo.launch(**launch_kwargs())`.
+
+Layout: a header, the owner line (and, on Spaces, the Hugging Face login button), the experiment
+picker, then one tab per step of the method. Every handler takes the owner and the selected
+experiment as its first inputs; the owner comes from the login on Spaces, else from an id kept in
+the browser (`rtdemo.ui.session`).
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
+from pathlib import Path
+
 import gradio as gr
 
-from rtdemo.ui.task_tab import build_task_tab
+from rtdemo.errors import UserError
+from rtdemo.quotas import on_spaces
+from rtdemo.ui.evaluate_tab import build_evaluate_tab
+from rtdemo.ui.experiments import create_experiment, describe_experiment, experiment_names
+from rtdemo.ui.review_tab import build_review_tab
+from rtdemo.ui.session import AppContext, resolve_owner
+from rtdemo.ui.task_tab import build_task_tab, task_choice
+from rtdemo.ui.teacher_tab import build_teacher_tab
+from rtdemo.ui.train_tab import build_train_tab
 
 TITLE = "Reasoning Teacher Studio"
+SECRET_ENV = "RTDEMO_BROWSER_SECRET"
 
 
-def build_app() -> gr.Blocks:
+def browser_secret(workspace: Path) -> str:
+    """The key that encrypts the owner id kept in the browser; stable across restarts.
+
+    From `$RTDEMO_BROWSER_SECRET`, else a random key made once in the workspace (readable by the
+    app's user only). A new key on every start would make every visitor a new owner.
+    """
+    if value := os.environ.get(SECRET_ENV):
+        return value
+    path = workspace / ".browser-secret"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+def _owner_line(owner: str) -> str:
+    who = owner.removeprefix("hf:") if owner.startswith("hf:") else "a visitor (this browser)"
+    return f"<span class='rt-note'>Working as **{who}** · owner id `{owner}`</span>"
+
+
+def build_app(workspace: str | Path | None = None) -> gr.Blocks:
     """The Gradio Blocks of the whole app (no network, no model loading while building)."""
+    ctx = AppContext.from_env(workspace)
+    spaces = on_spaces()
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(
             f"# {TITLE}\nTeach a small model to reason from a large one "
-            "([Fine-tune-CoT](https://arxiv.org/abs/2212.10071)). This build has the task browser; "
-            "teacher, review, training and evaluation are being built."
+            "([Fine-tune-CoT](https://arxiv.org/abs/2212.10071)): pick a task, let a teacher "
+            "write rationales, review them, train a student, and compare it with the baseline."
         )
+        kept_owner = gr.BrowserState(
+            None, storage_key="rtdemo-owner", secret=browser_secret(ctx.workspace)
+        )
+        kept_experiment = gr.BrowserState(None, storage_key="rtdemo-experiment")
+        owner = gr.State(None)
+        with gr.Row():
+            owner_md = gr.Markdown()
+            if spaces:
+                gr.LoginButton()
+        with gr.Row(equal_height=True):
+            experiment = gr.Dropdown(
+                [], value=None, label="Experiment", allow_custom_value=False, scale=3
+            )
+            new_name = gr.Textbox(
+                label="New experiment name", placeholder="e.g. letters-1", scale=2
+            )
+            create = gr.Button("Create from the Task tab's choice", scale=1)
+        experiment_md = gr.Markdown()
+
         with gr.Tab("Task"):
-            build_task_tab()
+            choice_inputs = build_task_tab()
+        with gr.Tab("Teacher"):
+            build_teacher_tab(ctx, owner, experiment)
+        with gr.Tab("Review"):
+            build_review_tab(ctx, owner, experiment)
+        with gr.Tab("Train"):
+            build_train_tab(ctx, owner, experiment)
+        with gr.Tab("Evaluate"):
+            build_evaluate_tab(ctx, owner, experiment)
+
+        def load(stored: str | None, remembered: str | None, profile: gr.OAuthProfile | None):
+            who = resolve_owner(stored, profile.username if profile else None)
+            names = experiment_names(ctx, who)
+            pick = remembered if remembered in names else (names[0] if names else None)
+            kept = stored if who.startswith("hf:") else who
+            return (
+                kept,
+                who,
+                _owner_line(who),
+                gr.Dropdown(choices=names, value=pick),
+                describe_experiment(ctx, who, pick),
+            )
+
+        demo.load(
+            load,
+            [kept_owner, kept_experiment],
+            [kept_owner, owner, owner_md, experiment, experiment_md],
+            api_name="session",  # API clients call this first: it gives their session an owner
+        )
+
+        def select(who: str | None, name: str | None):
+            try:
+                return name, describe_experiment(ctx, who, name)
+            except UserError as err:
+                return None, f"⚠️ {err}"
+
+        experiment.change(
+            select, [owner, experiment], [kept_experiment, experiment_md], api_visibility="private"
+        )
+
+        def create_clicked(who: str | None, name: str, *choice_values):
+            try:
+                message = create_experiment(ctx, who, name, task_choice(*choice_values))
+            except UserError as err:
+                return gr.Dropdown(), gr.Textbox(), f"⚠️ {err}"
+            names = experiment_names(ctx, who)
+            return gr.Dropdown(choices=names, value=name.strip()), "", message
+
+        create.click(
+            create_clicked,
+            [owner, new_name, *choice_inputs],
+            [experiment, new_name, experiment_md],
+            api_name="create_experiment",
+        )
     return demo

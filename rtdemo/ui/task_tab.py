@@ -13,8 +13,8 @@ from rtdemo.errors import UserError
 from rtdemo.tasks import TASKS, SourceOptions, load_examples, source_status
 from rtdemo.tasks.synthetic import SyntheticSettings
 from rtdemo.tasks.types import SOURCES, SPLITS
+from rtdemo.ui.experiments import AUTO, TaskChoice
 
-AUTO = "first available"
 OVERVIEW_HEADERS = ["task", "name", "answer type", "paper train/test", "available here"]
 PREVIEW_HEADERS = ["#", "split", "question", "answer"]
 
@@ -65,8 +65,38 @@ def preview(
     return rows, f"{len(shown)} of {len(examples)} {split} questions of {TASKS[key].name}."
 
 
-def build_task_tab() -> None:
-    """Lay out the Task tab inside the current Blocks context."""
+ANSWER_TYPES = ["", "number", "letter", "yes_no", "text"]
+
+
+def task_choice(
+    key: str,
+    source: str,
+    seed: float,
+    size: float,
+    length: float,
+    file: str | None,
+    question_column: str,
+    answer_column: str,
+    answer_type: str,
+    limit: float,
+) -> TaskChoice:
+    """The Task tab's widgets as a `TaskChoice` (what a new experiment is made from)."""
+    return TaskChoice(
+        key=key,
+        source=source,
+        seed=int(seed or 0),
+        size=int(size or 0),
+        length=int(length or 0),
+        file=file,
+        question_column=(question_column or "question").strip(),
+        answer_column=(answer_column or "answer").strip(),
+        answer_type=answer_type or "",
+        limit=int(limit or 0),
+    )
+
+
+def build_task_tab() -> list[gr.components.Component]:
+    """Lay out the Task tab; return the inputs of `task_choice`, in its order."""
     gr.Markdown("Pick one of the paper's twelve tasks and see where its data can come from here.")
     gr.Dataframe(value=task_overview, headers=OVERVIEW_HEADERS, interactive=False, label="Tasks")
     with gr.Row():
@@ -80,6 +110,15 @@ def build_task_tab() -> None:
             size = gr.Number(500, precision=0, minimum=1, label="Size (questions)")
             length = gr.Number(4, precision=0, minimum=1, label="People / words per question")
         file = gr.File(label="Your file (JSONL, JSON or CSV: question, answer)", type="filepath")
+        with gr.Row():
+            question_column = gr.Textbox("question", label="Question column")
+            answer_column = gr.Textbox("answer", label="Answer column")
+            answer_type = gr.Dropdown(
+                ANSWER_TYPES, value="", label="Answer type (empty: the task's own)"
+            )
+            per_split = gr.Number(
+                0, precision=0, minimum=0, label="Questions per split in a new experiment (0: all)"
+            )
     notes = gr.Markdown(source_notes("coin_flip"))
     show = gr.Button("Show questions", variant="primary")
     status = gr.Markdown()
@@ -91,3 +130,15 @@ def build_task_tab() -> None:
         [table, status],
         api_name="preview_task",
     )
+    return [
+        key,
+        source,
+        seed,
+        size,
+        length,
+        file,
+        question_column,
+        answer_column,
+        answer_type,
+        per_split,
+    ]

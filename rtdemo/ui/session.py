@@ -1,0 +1,134 @@
+"""What every tab shares: who the owner is, where the data lives, and how work becomes a job.
+
+Owners: on Spaces the logged-in Hugging Face user (`hf:<username>`); otherwise a random id kept in
+the browser (`gr.BrowserState`), so a reload keeps it and two browsers are two owners. An id that
+comes back from the browser is only trusted if it has the shape of one we made (`anon-` and 16 hex
+digits): a visitor cannot claim `hf:someone`.
+
+Jobs: tabs start the same commands the CLI runs, in the background (`start_command`): the
+command's own checks run first, so bad settings fail in the tab before any job exists.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rtdemo.errors import UserError
+from rtdemo.jobs import Job, list_jobs
+from rtdemo.quotas import LOGGED_IN_PREFIX, Quotas
+from rtdemo.store import Experiment, Store, workspace_path
+
+_ANON = re.compile(r"anon-[0-9a-f]{16}")
+ACTIVE = ("queued", "running")
+
+
+def new_owner() -> str:
+    """A fresh anonymous owner id."""
+    return f"anon-{secrets.token_hex(8)}"
+
+
+def resolve_owner(stored: str | None, username: str | None = None) -> str:
+    """The owner of this browser: the logged-in user, else the id it kept, else a new id."""
+    if username:
+        return f"{LOGGED_IN_PREFIX}{username}"
+    if isinstance(stored, str) and _ANON.fullmatch(stored):
+        return stored
+    return new_owner()
+
+
+def check_owner(owner: str | None) -> str:
+    """`owner`, or a `UserError` when the page has not finished loading its owner yet."""
+    if not owner:
+        raise UserError("the page is still starting: wait a second and try again (or reload)")
+    return owner
+
+
+@dataclass
+class AppContext:
+    """The settings every tab's handlers need; built once per app."""
+
+    workspace: Path
+    quotas: Quotas = field(default_factory=Quotas.from_env)
+
+    @classmethod
+    def from_env(cls, workspace: str | Path | None = None) -> AppContext:
+        """The data folder from `workspace` or `$RTDEMO_HOME` (default ./rtdemo-data)."""
+        return cls(workspace=workspace_path(workspace), quotas=Quotas.from_env())
+
+    def store(self) -> Store:
+        """A store on the workspace (use as a context manager)."""
+        return Store(self.workspace)
+
+    def experiment(self, store: Store, owner: str | None, name: str | None) -> Experiment:
+        """The owner's experiment `name`, or a `UserError` that says to pick or create one."""
+        owner = check_owner(owner)
+        if not name:
+            raise UserError("pick an experiment above, or create one from the Task tab's choice")
+        return store.get_experiment(name, owner=owner)
+
+    def active_jobs(self, store: Store, owner: str) -> list[Job]:
+        """The owner's queued or running jobs."""
+        return list_jobs(store, owner, statuses=ACTIVE)
+
+    def latest_job(
+        self, store: Store, owner: str, experiment: Experiment, kinds: Sequence[str]
+    ) -> Job | None:
+        """The newest job of one of `kinds` in the owner's experiment (a tab re-attaches to it)."""
+        for job in list_jobs(store, owner, experiment.id):
+            if job.kind in kinds:
+                return job
+        return None
+
+    def start_command(
+        self,
+        owner: str,
+        argv: Sequence[str],
+        secrets_env: Mapping[str, str] | None = None,
+    ) -> Job:
+        """Run `rtdemo <argv> --background` for `owner` in-process and return the job it started.
+
+        The command checks its settings before starting anything (a `UserError` then). The owner's
+        running-jobs quota is checked first. `secrets_env` (e.g. an API key) goes only to the job's
+        environment; it is never part of the argv, the store or a file.
+        """
+        from rtdemo.cli import build_parser
+
+        owner = check_owner(owner)
+        with self.store() as store:
+            self.quotas.check_running(owner, len(self.active_jobs(store, owner)))
+        full = [*argv, "--workspace", str(self.workspace), "--owner", owner, "--background"]
+        try:
+            args = build_parser().parse_args(full)
+        except SystemExit:  # argparse printed why; the tabs build argv, so this is our bug
+            raise UserError(f"could not start: bad command line {' '.join(argv)!r}") from None
+        args.argv = full
+        args.secret_env = dict(secrets_env or {})
+        args.func(args)
+        job = getattr(args, "started", None)
+        if job is None:
+            raise UserError(f"the command {argv[0]!r} cannot run as a background job")
+        return job
+
+
+def keep_upload(ctx: AppContext, owner: str, path: str | Path) -> Path:
+    """Copy an uploaded file (Gradio's temporary copy) into the owner's folder; return the copy."""
+    source = Path(path)
+    if not source.is_file():
+        raise UserError(f"the uploaded file {source.name} is gone: upload it again")
+    folder = ctx.workspace / "uploads" / owner
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{secrets.token_hex(4)}-{source.name}"
+    shutil.copyfile(source, target)
+    return target
+
+
+def cli_text(argv: Sequence[str]) -> str:
+    """The equivalent command line a user can paste (arguments quoted where needed)."""
+    import shlex
+
+    return "rtdemo " + " ".join(shlex.quote(str(a)) for a in argv)

@@ -1,0 +1,59 @@
+"""Fixtures for the app's tests: a context on a fresh workspace, an owner, an experiment, and
+the app launched on a free port with a `gradio_client` session that has an owner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rtdemo.ui.experiments import TaskChoice, create_experiment
+from rtdemo.ui.session import AppContext, new_owner
+
+
+@pytest.fixture
+def ui_ctx(tmp_path: Path) -> AppContext:
+    """The app's context on this test's workspace."""
+    return AppContext.from_env(tmp_path / "workspace")
+
+
+@pytest.fixture
+def owner() -> str:
+    """A fresh anonymous owner."""
+    return new_owner()
+
+
+@pytest.fixture
+def letters_experiment(ui_ctx: AppContext, owner: str) -> str:
+    """An experiment `letters` of `owner`: synthetic last letter concatenation, 40 questions
+    (28 train, 12 test), two words each."""
+    choice = TaskChoice("last_letter_concatenation", "synthetic", seed=0, size=40, length=2)
+    create_experiment(ui_ctx, owner, "letters", choice)
+    return "letters"
+
+
+@pytest.fixture
+def launched_app(tmp_path: Path):
+    """`build_app()` on this test's workspace, launched on a free port; yields (demo, url)."""
+    from rtdemo.ui.app import build_app
+    from rtdemo.ui.theme import launch_kwargs
+
+    demo = build_app(tmp_path / "workspace")
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", **launch_kwargs())
+    try:
+        yield demo, demo.local_url
+    finally:
+        demo.close()
+
+
+@pytest.fixture
+def client(launched_app):
+    """A `gradio_client.Client` whose session has called `/session` (so it has an owner).
+
+    `client.owner` is its owner id."""
+    from gradio_client import Client
+
+    _, url = launched_app
+    c = Client(url, verbose=False)
+    c.owner = c.predict(None, None, api_name="/session")[0]
+    return c
