@@ -1,7 +1,7 @@
 """Per-owner quotas for a shared app, set by whoever hosts it through environment variables.
 
-    RTDEMO_MAX_RUNNING_JOBS      jobs one owner may have queued or running at once (default 1;
-                                 0 = no limit)
+    RTDEMO_MAX_RUNNING_JOBS      jobs one owner may have queued or running at once (default 2,
+                                 so that "train both formats" fits; 0 = no limit)
     RTDEMO_VISITOR_MAX_SAMPLES   questions × D one generation may ask for (visitors only)
     RTDEMO_VISITOR_MAX_STEPS     optimizer steps one training run may take (visitors only)
     RTDEMO_VISITOR_MAX_QUESTIONS questions an experiment may snapshot per split (visitors only)
@@ -50,7 +50,7 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 class Quotas:
     """Limits per owner; 0 means no limit."""
 
-    max_running_jobs: int = 1
+    max_running_jobs: int = 2
     visitor_max_samples: int = 0
     visitor_max_steps: int = 0
     visitor_max_questions: int = 0
@@ -62,7 +62,7 @@ class Quotas:
         spaces = on_spaces(env)
         pick = lambda key: SPACES_DEFAULTS[key] if spaces else 0  # noqa: E731
         return cls(
-            max_running_jobs=_int(env, "RTDEMO_MAX_RUNNING_JOBS", 1),
+            max_running_jobs=_int(env, "RTDEMO_MAX_RUNNING_JOBS", 2),
             visitor_max_samples=_int(env, "RTDEMO_VISITOR_MAX_SAMPLES", pick("samples")),
             visitor_max_steps=_int(env, "RTDEMO_VISITOR_MAX_STEPS", pick("steps")),
             visitor_max_questions=_int(env, "RTDEMO_VISITOR_MAX_QUESTIONS", pick("questions")),

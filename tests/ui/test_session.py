@@ -26,7 +26,7 @@ def test_owner_is_the_login_else_the_kept_id_else_a_new_one():
 
 
 def test_quotas_come_from_the_environment_with_spaces_defaults():
-    assert Quotas.from_env({}) == Quotas(1, 0, 0, 0)
+    assert Quotas.from_env({}) == Quotas(2, 0, 0, 0)
     spaces = Quotas.from_env({"SYSTEM": "spaces"})
     assert spaces.visitor_max_samples == 2000 and spaces.visitor_max_steps == 3000
     custom = Quotas.from_env({"SYSTEM": "spaces", "RTDEMO_VISITOR_MAX_STEPS": "0"})
