@@ -7,6 +7,7 @@ runs, counts what it should and writes the JSON it prints.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -118,3 +119,31 @@ def test_training_memory_reports_every_figure(tmp_path, capsys):
         assert variant["peak_minus_load_mib_runs"] == [variant["peak_minus_load_mib"]]
     assert result["full_vs_lora"] > 0
     assert "full / LoRA" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_seeds_runs_the_pipeline_per_seed_and_summarises(tmp_path, capsys):
+    from benchmarks import demo_seeds
+
+    config = tmp_path / "mini.yaml"
+    text = (demo_seeds.REPO / "configs" / "demo.yaml").read_text()
+    text = re.sub(r"(synthetic_train: \{seed: \d+, size: )\d+", r"\g<1>30", text)
+    text = re.sub(r"(synthetic_test: \{seed: \d+, size: )\d+", r"\g<1>6", text)
+    # An untrained student writes to the cap: keep the cap small so this stays a smoke test.
+    config.write_text(re.sub(r"max_total_length: \d+", "max_total_length: 96", text))
+    out = tmp_path / "seeds.json"
+    args = ["--config", str(config), "--seeds", "0", "1", "--max-steps", "2", "--json", str(out)]
+    result = demo_seeds.main(args)
+
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert [s["seed"] for s in result["seeds"]] == [0, 1]
+    for s in result["seeds"]:
+        assert 0 <= s["vanilla_accuracy"] <= 1 and 0 <= s["cot_accuracy"] <= 1
+        assert s["lead_points"] == round(100 * (s["cot_accuracy"] - s["vanilla_accuracy"]), 2)
+    assert set(result["summary"]) == {
+        "vanilla_accuracy",
+        "cot_accuracy",
+        "lead_points",
+        "wall_seconds",
+    }
+    assert "| mean (min–max) |" in capsys.readouterr().out
