@@ -1,0 +1,101 @@
+"""Playwright helpers for the browser tests: start `python app.py`, drive Debian's Chromium.
+
+Screenshots go to `test-artifacts/browser/` (kept by CI as the tests' artifacts; git ignores it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def app_server(workspace: Path, **env: str) -> Iterator[str]:
+    """`python app.py` on a free port with its data in `workspace`; yields its URL."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "RTDEMO_HOME": str(workspace),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "RTDEMO_JOB_HEARTBEAT_S": "0.5",
+        **env,
+    }
+    log_path = workspace.parent / f"app-{port}.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=REPO, env=full_env, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"app.py did not start: {log_path.read_text()}") from None
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def chromium_path() -> str:
+    """Debian's Chromium (skipped outside CI when absent; CI turns the skip into a failure)."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.skip("Debian's chromium is not installed (scripts/dev test installs it)")
+    return path
+
+
+def shot(page, name: str) -> Path:
+    """Save a full-page screenshot as a test artifact; return its path."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def owner_id(page) -> str:
+    """The owner id the page shows ("owner id anon-…")."""
+    text = page.get_by_text("owner id").inner_text()
+    return text.rsplit(" ", 1)[-1].strip("`")
+
+
+def pick(page, label: str, option: str) -> None:
+    """Choose `option` in the Gradio dropdown labelled `label`."""
+    box = page.get_by_label(label, exact=True)
+    box.click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def open_tab(page, name: str) -> None:
+    """Click the tab called `name`."""
+    page.get_by_role("tab", name=name, exact=True).click()
