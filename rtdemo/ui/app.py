@@ -49,6 +49,27 @@ def _owner_line(owner: str) -> str:
     return f"<span class='rt-note'>Working as **{who}** · owner id `{owner}`</span>"
 
 
+def start_session(
+    ctx: AppContext, stored: str | None, remembered: str | None, username: str | None
+) -> tuple:
+    """A page (or API client) arrives: its owner, and the experiment it had selected.
+
+    Returns the id to keep in the browser, the owner, the owner line, the picker and the
+    experiment line. A logged-in user's browser keeps what it had (the login is the owner).
+    """
+    who = resolve_owner(stored, username)
+    names = experiment_names(ctx, who)
+    pick = remembered if remembered in names else (names[0] if names else None)
+    kept = stored if who.startswith("hf:") else who
+    return (
+        kept,
+        who,
+        _owner_line(who),
+        gr.Dropdown(choices=names, value=pick),
+        describe_experiment(ctx, who, pick),
+    )
+
+
 def build_app(workspace: str | Path | None = None) -> gr.Blocks:
     """The Gradio Blocks of the whole app (no network, no model loading while building)."""
     ctx = AppContext.from_env(workspace)
@@ -90,17 +111,7 @@ def build_app(workspace: str | Path | None = None) -> gr.Blocks:
             build_evaluate_tab(ctx, owner, experiment)
 
         def load(stored: str | None, remembered: str | None, profile: gr.OAuthProfile | None):
-            who = resolve_owner(stored, profile.username if profile else None)
-            names = experiment_names(ctx, who)
-            pick = remembered if remembered in names else (names[0] if names else None)
-            kept = stored if who.startswith("hf:") else who
-            return (
-                kept,
-                who,
-                _owner_line(who),
-                gr.Dropdown(choices=names, value=pick),
-                describe_experiment(ctx, who, pick),
-            )
+            return start_session(ctx, stored, remembered, profile.username if profile else None)
 
         demo.load(
             load,

@@ -112,3 +112,23 @@ def test_two_clients_are_two_owners_and_cannot_see_each_other(launched_app):
     again = Client(url, verbose=False).predict(owner_a, None, api_name="/session")
     assert again[0] == owner_a and again[2]["value"] == "shared-name"
     assert b.predict(owner_b, None, api_name="/session")[2]["choices"] == []
+
+
+def test_a_logged_in_user_is_the_owner_whatever_the_browser_kept(ui_ctx, letters_experiment, owner):
+    from rtdemo.ui.app import start_session
+
+    kept, who, line, picker, _ = start_session(ui_ctx, owner, None, "alice")
+    assert who == "hf:alice" and "alice" in line and kept == owner
+    assert picker.choices == []  # the visitor's experiments stay the visitor's
+    kept, who, _, picker, described = start_session(ui_ctx, owner, "letters", None)
+    assert who == owner and picker.value == "letters" and "28 train / 12 test" in described
+
+
+def test_login_button_only_on_spaces(monkeypatch, tmp_path):
+    import gradio as gr
+
+    from rtdemo.ui.app import build_app
+
+    monkeypatch.delenv("SYSTEM", raising=False)
+    demo = build_app(tmp_path / "ws")
+    assert not any(isinstance(b, gr.LoginButton) for b in demo.blocks.values())
