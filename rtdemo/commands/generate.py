@@ -7,7 +7,9 @@
     rtdemo export --experiment demo --out demo.jsonl --format cot
 
 Keys come from the environment (`OPENAI_API_KEY`) only: there is no flag for them, so they never
-reach shell history, job records or logs.
+reach shell history, job records or logs. The app hands a user's key to `start_command`, which sets
+`args.secret_env`: when it is set, it is the only place a key is taken from (the server's own
+environment is shared by every user of the app).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 from rtdemo.curation import export_jsonl, question_yield
 from rtdemo.errors import UserError
 from rtdemo.generation import GenerationSettings, RunStats, run_generation
-from rtdemo.pricing import estimate, price_of, price_table
+from rtdemo.pricing import Estimate, Price, estimate, price_of, price_table
 from rtdemo.samples import SampleKey, load_samples
 from rtdemo.store import Experiment, Store, workspace_path
 from rtdemo.tasks import load_examples
@@ -114,11 +116,29 @@ def add_question_flags(p: argparse.ArgumentParser) -> None:
         help="workspace folder (default: $RTDEMO_HOME, else ./rtdemo-data)",
     )
     p.add_argument("--owner", default="local", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--stored-questions",
+        action="store_true",
+        help="use only the questions the (existing) experiment already holds; no source is "
+        "loaded, source flags only say how answers are read",
+    )
     add_source_flags(p)
 
 
-def build_teacher(args: argparse.Namespace, task: str) -> Teacher:
-    """The teacher the flags describe; keys from the environment only."""
+def api_key_of(args: argparse.Namespace) -> str | None:
+    """The API key for this command: from `args.secret_env` when the app set it, else from the
+    environment (CLI users)."""
+    secret_env = getattr(args, "secret_env", None)
+    source = os.environ if secret_env is None else secret_env
+    return source.get(KEY_ENV) or None
+
+
+def build_teacher(args: argparse.Namespace, task: str, *, need_key: bool = True) -> Teacher:
+    """The teacher the flags describe; keys from `api_key_of` only.
+
+    `need_key=False` builds an OpenAI-compatible teacher without a key, for estimates (which
+    request nothing).
+    """
     if args.teacher == "builtin":
         if task not in BUILTIN_TASKS:
             raise UserError(
@@ -140,10 +160,19 @@ def build_teacher(args: argparse.Namespace, task: str) -> Teacher:
         return LocalHFTeacher(args.model)
     from rtdemo.teachers.openai_compat import OpenAITeacher
 
+    key = api_key_of(args)
+    if not key and not need_key:
+        key = "no-key: estimates request nothing"
+    elif not key and getattr(args, "secret_env", None) is not None:
+        # OpenAITeacher would fall back to the server's own key: app users never get that one.
+        raise UserError(
+            "an OpenAI-compatible teacher needs an API key: type it in the API key box "
+            "(a local server without authentication accepts any non-empty value)"
+        )
     return OpenAITeacher(
         args.model,
         base_url=args.base_url,
-        api_key=os.environ.get(KEY_ENV),
+        api_key=key,
         mode=args.mode,
         timeout=args.timeout,
     )
@@ -172,6 +201,13 @@ def prepare_experiment(
     options = source_options(args)
     existing = {e.name: e for e in store.list_experiments(args.owner)}
     exp = existing.get(args.experiment)
+    if getattr(args, "stored_questions", False):
+        if exp is None:
+            raise UserError(
+                f"there is no experiment {args.experiment!r}: --stored-questions uses the "
+                "questions of an existing experiment (create it first, or give --task)"
+            )
+        load = False  # a source reloaded now could add or change questions
     if exp is None and not args.task:
         raise UserError(f"experiment {args.experiment!r} is new: say which --task")
     if exp is not None and args.task and args.task != exp.task:
@@ -212,8 +248,8 @@ def _estimate(
     teacher: Teacher,
     settings: GenerationSettings,
     questions: list[Example],
-    price,
-) -> object:
+    price: Price | None,
+) -> Estimate:
     key = SampleKey.of(teacher.info, settings.temperature, settings.max_tokens)
     missing, half = _plan_counts(store, exp, key, questions, settings.samples)
     return estimate(
@@ -226,15 +262,21 @@ def _estimate(
     )
 
 
-def cmd_estimate(args: argparse.Namespace) -> int:
-    """Print what a generation would request and cost, without requesting anything."""
+def estimate_of(args: argparse.Namespace, *, need_key: bool = True) -> tuple[str, Estimate]:
+    """The teacher's label and what the generation the flags describe would request and cost."""
     with Store(workspace_path(args.workspace)) as store:
         exp, questions, _ = prepare_experiment(store, args)
-        teacher = build_teacher(args, exp.task)
+        teacher = build_teacher(args, exp.task, need_key=need_key)
         settings = settings_of(args)
         price = price_of(teacher.info, price_table(store.workspace, args.prices))
         est = _estimate(store, exp, teacher, settings, questions, price)
-    print(f"teacher: {teacher.info.label or teacher.info.model}")
+    return teacher.info.label or teacher.info.model, est
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    """Print what a generation would request and cost, without requesting anything."""
+    label, est = estimate_of(args)
+    print(f"teacher: {label}")
     print(est.describe())
     return 0
 
@@ -359,13 +401,22 @@ def _start_background(args: argparse.Namespace) -> int:
 
     with Store(workspace_path(args.workspace)) as store:
         exp, _, _ = prepare_experiment(store, args)  # snapshot questions before the job starts
-        settings_of(args)  # fail now, not in the background, on bad settings or teacher
-        build_teacher(args, exp.task)
+        settings = settings_of(args)  # fail now, not in the background, on bad settings or teacher
+        teacher = build_teacher(args, exp.task)
+        if (
+            settings.budget is not None
+            and price_of(teacher.info, price_table(store.workspace, args.prices)) is None
+        ):
+            raise UserError(
+                f"a budget needs a price for model {teacher.info.model!r}: add it to prices.yaml "
+                "(or pass --prices FILE)"
+            )
         argv = _absolute_paths([a for a in args.argv if a != "--background"])
         if args.workspace is None:
             argv += ["--workspace", str(store.workspace)]
         env_names = [KEY_ENV] if args.teacher == "openai" else []
-        env = {KEY_ENV: os.environ[KEY_ENV]} if KEY_ENV in os.environ and env_names else {}
+        key = api_key_of(args)  # the app's user's own key, never the server's (see api_key_of)
+        env = {KEY_ENV: key} if key and env_names else {}
         job = start_job(
             store,
             "generate",
