@@ -198,6 +198,8 @@ def import_jsonl(store: Store, experiment: Experiment, path: Path) -> dict[str, 
 
     A line's rationale is read from `edited_rationale` if present, else from its Fine-tune-CoT
     `completion` (the text before the last ` --> `). Lines of other experiments are refused.
+    All or nothing: every line is checked before any review is written, so a bad file changes
+    nothing.
     """
     own = {s.id: s for s in load_samples(store, experiment.id)}
     counts = {"decisions": 0, "edits": 0, "unchanged": 0}
@@ -205,6 +207,7 @@ def import_jsonl(store: Store, experiment: Experiment, path: Path) -> dict[str, 
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"cannot read {path}: {err}") from None
+    plan: list[tuple[int, str | None, str | None]] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -216,18 +219,27 @@ def import_jsonl(store: Store, experiment: Experiment, path: Path) -> dict[str, 
                 f"{path} line {number}: not a sample of experiment {experiment.name} "
                 "(needs the sample_id of an `rtdemo export` line)"
             ) from None
-        edited = row.get("edited_rationale")
+        decision, edited = row.get("decision"), row.get("edited_rationale")
+        if decision not in (None, "accepted", "rejected"):
+            raise UserError(
+                f"{path} line {number}: decision is 'accepted', 'rejected' or null, "
+                f"not {decision!r}"
+            )
         if edited is None and DELIMITER in str(row.get("completion", "")):
             edited = str(row["completion"]).rsplit(DELIMITER, 1)[0].strip()
+        if edited is not None and not isinstance(edited, str):
+            raise UserError(f"{path} line {number}: edited_rationale must be text or null")
         if edited is not None and edited.strip() == (sample.rationale or "").strip():
             edited = None
-        decision = row.get("decision")
         if decision is None and edited is None:
             counts["unchanged"] += 1
             continue
-        review(store, sample.id, decision, edited)
-        counts["decisions"] += decision is not None
-        counts["edits"] += edited is not None
+        plan.append((sample.id, decision, edited))
+    with store.transaction():  # one transaction: a failure half-way leaves the reviews as they were
+        for sample_id, decision, edited in plan:
+            review(store, sample_id, decision, edited)
+            counts["decisions"] += decision is not None
+            counts["edits"] += edited is not None
     return counts
 
 
@@ -263,4 +275,137 @@ def question_yield(store: Store, experiment: Experiment, split: str | None = "tr
         "correct": correct,
         "accuracy": correct / done if done else None,
         "questions_with_a_correct_sample": sum(1 for r in rows.values() if r["correct"]),
+    }
+
+
+# The reviewer's queue: filters over the curated samples, and decisions on many at once.
+
+VERDICTS = ("any", "correct", "wrong")
+LENGTHS = ("any", "complete", "truncated")
+STATES = ("any", "pending", "reviewed", "accepted", "rejected", "edited")
+BULK_ACTIONS = ("accept_correct_complete", "reject_wrong_or_truncated", "clear")
+
+
+@dataclass(frozen=True)
+class ReviewFilter:
+    """Which samples a reviewer looks at: answer verdict, truncation, review state, a text."""
+
+    verdict: str = "any"  # correct: the parsed answer matches the gold
+    length: str = "any"  # truncated: either call stopped at the token cap
+    state: str = "any"  # pending = not reviewed yet
+    text: str = ""  # case-insensitive, in the question, gold, rationales and answers
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("verdict", self.verdict, VERDICTS),
+            ("length", self.length, LENGTHS),
+            ("state", self.state, STATES),
+        ):
+            if value not in allowed:
+                raise UserError(f"the {name} filter is one of {', '.join(allowed)}, not {value!r}")
+
+    def matches(self, c: Curated) -> bool:
+        """Whether `c` passes every part of the filter."""
+        s = c.sample
+        if self.verdict != "any" and bool(s.correct) != (self.verdict == "correct"):
+            return False
+        if self.length != "any" and s.truncated != (self.length == "truncated"):
+            return False
+        state = {
+            "any": True,
+            "pending": c.decision is None,
+            "reviewed": c.decision is not None,
+            "accepted": c.decision == "accepted",
+            "rejected": c.decision == "rejected",
+            "edited": c.edited_rationale is not None,
+        }[self.state]
+        needle = self.text.strip().casefold()
+        if not state or not needle:
+            return state
+        fields = (c.question, c.gold, s.rationale, c.edited_rationale, s.prediction, s.answer_text)
+        return any(needle in (f or "").casefold() for f in fields)
+
+
+def review_queue(
+    store: Store, experiment: Experiment, filt: ReviewFilter | None = None, split: str = "train"
+) -> list[Curated]:
+    """The finished samples of `split` that pass `filt`, in question and sample order."""
+    filt = filt or ReviewFilter()
+    return [c for c in curate(store, experiment, split=split) if filt.matches(c)]
+
+
+def check_sample(store: Store, experiment: Experiment, sample_id: int) -> None:
+    """A `UserError` unless `sample_id` is a sample of `experiment` (ids come from clients)."""
+    found = store.read(
+        "SELECT 1 FROM samples WHERE id = ? AND experiment_id = ?", (int(sample_id), experiment.id)
+    )
+    if not found:
+        raise UserError(f"no sample {sample_id} in experiment {experiment.name}")
+
+
+def set_decisions(store: Store, sample_ids: list[int], decision: str | None) -> int:
+    """Accept or reject many samples in one transaction, or clear (None) their decision.
+
+    Clearing keeps an edit: only the decision goes back to "not reviewed". Returns the count.
+    """
+    if decision is not None:
+        with store.transaction():
+            for sample_id in sample_ids:
+                review(store, sample_id, decision)
+        return len(sample_ids)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    with store.transaction() as conn:
+        for sample_id in sample_ids:
+            conn.execute(
+                "UPDATE reviews SET decision = NULL, updated_at = ? WHERE sample_id = ?",
+                (now, sample_id),
+            )
+            conn.execute(  # a row with neither decision nor edit means the same as no row
+                "DELETE FROM reviews WHERE sample_id = ? AND edited_rationale IS NULL "
+                "AND decision IS NULL",
+                (sample_id,),
+            )
+    return len(sample_ids)
+
+
+def bulk_review(
+    store: Store, experiment: Experiment, filt: ReviewFilter, action: str, split: str = "train"
+) -> tuple[int, int]:
+    """Apply a bulk action to the samples of a filter; return (changed, left as they were).
+
+    Accepting and rejecting only touch samples nobody has decided yet: a bulk action never
+    overrides a reviewer's own judgement of one sample (clear the filter's decisions first).
+    """
+    if action not in BULK_ACTIONS:
+        raise UserError(f"a bulk action is one of {', '.join(BULK_ACTIONS)}, not {action!r}")
+    queue = review_queue(store, experiment, filt, split)
+    if action == "clear":
+        ids = [c.sample.id for c in queue if c.decision is not None]
+        return set_decisions(store, ids, None), len(queue) - len(ids)
+    if action == "accept_correct_complete":
+        targets = [c for c in queue if c.sample.correct and not c.sample.truncated]
+        decision = "accepted"
+    else:
+        targets = [c for c in queue if not c.sample.correct or c.sample.truncated]
+        decision = "rejected"
+    ids = [c.sample.id for c in targets if c.decision is None]
+    return set_decisions(store, ids, decision), len(targets) - len(ids)
+
+
+def review_counts(curated: list[Curated]) -> dict[str, int]:
+    """What a reviewer tracks: verdicts, truncation, decisions, edits and the kept set."""
+    questions = {(c.sample.split, c.sample.idx) for c in curated}
+    with_kept = {(c.sample.split, c.sample.idx) for c in curated if c.kept}
+    return {
+        "samples": len(curated),
+        "correct": sum(bool(c.sample.correct) for c in curated),
+        "wrong": sum(not c.sample.correct for c in curated),
+        "truncated": sum(c.sample.truncated for c in curated),
+        "pending": sum(c.decision is None for c in curated),
+        "accepted": sum(c.decision == "accepted" for c in curated),
+        "rejected": sum(c.decision == "rejected" for c in curated),
+        "edited": sum(c.edited_rationale is not None for c in curated),
+        "kept": sum(c.kept for c in curated),
+        "questions": len(questions),
+        "questions_kept": len(with_kept),
     }

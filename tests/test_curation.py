@@ -7,12 +7,18 @@ import json
 import pytest
 
 from rtdemo.curation import (
+    ReviewFilter,
+    bulk_review,
+    check_sample,
     curate,
     export_jsonl,
     format_pair,
     import_jsonl,
     question_yield,
     review,
+    review_counts,
+    review_queue,
+    set_decisions,
     to_dataset,
 )
 from rtdemo.errors import UserError
@@ -206,3 +212,90 @@ def test_replay_of_the_papers_completion_format(tmp_path, generated):
     assert all("not in the replay files" in s.error for s in samples if s.status == "failed")
     with pytest.raises(UserError, match="cannot read replay file"):
         ReplayTeacher([tmp_path / "missing.json"])
+
+
+def test_review_queue_filters_by_verdict_length_state_and_text(generated):
+    store, exp, _ = generated
+    everything = curate(store, exp)
+    assert review_queue(store, exp) == everything
+    correct = review_queue(store, exp, ReviewFilter(verdict="correct"))
+    assert correct and all(c.sample.correct for c in correct)
+    assert len(correct) + len(review_queue(store, exp, ReviewFilter(verdict="wrong"))) == 84
+    first = everything[0]
+    review(store, first.sample.id, "rejected", "A rationale with ZEBRA in it.")
+    assert [c.sample.id for c in review_queue(store, exp, ReviewFilter(text="zebra"))] == [
+        first.sample.id
+    ]
+    for state, n in (("pending", 83), ("reviewed", 1), ("rejected", 1), ("accepted", 0)):
+        assert len(review_queue(store, exp, ReviewFilter(state=state))) == n
+    assert len(review_queue(store, exp, ReviewFilter(state="edited", verdict="any"))) == 1
+    assert review_queue(store, exp, ReviewFilter(length="truncated")) == []  # 128-token cap
+    with pytest.raises(UserError, match="state filter is one of"):
+        ReviewFilter(state="done")
+
+
+def test_decisions_on_many_and_clearing_keeps_an_edit(generated):
+    store, exp, _ = generated
+    ids = [c.sample.id for c in curate(store, exp)[:3]]
+    review(store, ids[0], edited_rationale="Mine.")
+    assert set_decisions(store, ids, "accepted") == 3
+    assert review_counts(curate(store, exp))["accepted"] == 3
+    set_decisions(store, ids, None)
+    after = {c.sample.id: c for c in curate(store, exp)}
+    assert all(after[i].decision is None for i in ids)
+    assert after[ids[0]].edited_rationale == "Mine."
+    assert store.read("SELECT COUNT(*) FROM reviews")[0][0] == 1  # empty reviews are removed
+
+
+def test_bulk_review_acts_on_the_filter_and_never_overrides_a_decision(generated):
+    store, exp, _ = generated
+    curated = curate(store, exp)
+    right = [c for c in curated if c.sample.correct]
+    with store.transaction() as conn:  # a correct answer from a rationale cut at the token cap
+        conn.execute(
+            "UPDATE samples SET rationale_finish = 'length' WHERE id = ?", (right[0].sample.id,)
+        )
+    review(store, right[1].sample.id, "rejected")
+    changed, left = bulk_review(store, exp, ReviewFilter(), "accept_correct_complete")
+    assert (changed, left) == (len(right) - 2, 1)
+    by_id = {c.sample.id: c for c in curate(store, exp)}
+    assert by_id[right[0].sample.id].decision is None
+    assert by_id[right[1].sample.id].decision == "rejected"
+    changed, _ = bulk_review(
+        store, exp, ReviewFilter(verdict="correct"), "reject_wrong_or_truncated"
+    )
+    assert changed == 1  # the truncated one; the rest of the filter is correct and complete
+    assert {c.sample.id: c for c in curate(store, exp)}[right[0].sample.id].decision == "rejected"
+    assert bulk_review(store, exp, ReviewFilter(), "clear") == (len(right), 84 - len(right))
+    assert review_counts(curate(store, exp))["pending"] == 84
+    with pytest.raises(UserError, match="bulk action is one of"):
+        bulk_review(store, exp, ReviewFilter(), "accept_everything")
+
+
+def test_review_counts_and_sample_ownership(generated):
+    store, exp, _ = generated
+    counts = review_counts(curate(store, exp))
+    assert counts["samples"] == 84 and counts["questions"] == 28
+    assert counts["kept"] == counts["correct"] and counts["pending"] == 84
+    other = store.create_experiment("other", "coin_flip")
+    sample_id = curate(store, exp)[0].sample.id
+    check_sample(store, exp, sample_id)
+    with pytest.raises(UserError, match=f"no sample {sample_id} in experiment other"):
+        check_sample(store, other, sample_id)
+
+
+def test_an_import_is_all_or_nothing(generated, tmp_path):
+    store, exp, _ = generated
+    out = tmp_path / "set.jsonl"
+    export_jsonl(store, exp, out, include_all=True)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    lines[0]["decision"] = "rejected"
+    lines[1]["edited_rationale"] = "Better."
+    for bad, why in (
+        ({"decision": "maybe"}, "line 3: decision is 'accepted', 'rejected' or null"),
+        ({"edited_rationale": 42}, "line 3: edited_rationale must be text"),
+    ):
+        out.write_text("\n".join(json.dumps(x) for x in [*lines[:2], {**lines[2], **bad}]))
+        with pytest.raises(UserError, match=why):
+            import_jsonl(store, exp, out)
+        assert store.read("SELECT COUNT(*) FROM reviews")[0][0] == 0  # lines 1-2 not applied
