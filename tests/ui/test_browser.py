@@ -6,8 +6,12 @@ offline loop, and model text shown as text.
 
 from __future__ import annotations
 
-import pytest
+import re
 
+import pytest
+from playwright.sync_api import expect
+
+from rtdemo.store import Store
 from tests.ui.browser import app_server, chromium_path, open_tab, owner_id, pick, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -79,3 +83,65 @@ def test_reload_keeps_the_owner_and_two_browsers_are_two_owners(server, browser)
     finally:
         ctx_a.close()
         ctx_b.close()
+
+
+XSS = "<script>alert(1)</script> and <img src=x onerror=alert(1)>"
+
+
+def generate_with_builtin_teacher(page) -> None:
+    """Teacher tab: the built-in teacher on the experiment's train split, until it is done."""
+    open_tab(page, "Teacher")
+    page.get_by_role("button", name="Estimate cost").click()
+    page.get_by_text("free", exact=False).first.wait_for()
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.get_by_text(re.compile(r"job \d+ \(generate\) done")).wait_for(timeout=120_000)
+
+
+def visible_text(page, text: str):
+    """The first visible element whose text contains `text` (hidden tabs hold copies)."""
+    return page.get_by_text(text, exact=False).filter(visible=True).first
+
+
+def review_counts(page) -> str:
+    return page.get_by_text(re.compile(r"Reviewed \d+")).inner_text()
+
+
+def wait_counts(page, pattern: str) -> None:
+    page.get_by_text(re.compile(pattern)).wait_for(timeout=20_000)
+
+
+def test_model_text_is_shown_as_text_and_runs_nothing(server, browser):
+    url, workspace = server
+    context, page = new_page(browser, url)
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    try:
+        create_experiment(page, "xss", "last_letter_concatenation", size=10)
+        generate_with_builtin_teacher(page)
+        # What a teacher wrote, verbatim: make one rationale hostile.
+        owner = owner_id(page)
+        with Store(workspace) as store:
+            exp = store.get_experiment("xss", owner)
+            with store.transaction() as conn:
+                conn.execute(
+                    "UPDATE samples SET rationale = ? WHERE experiment_id = ? AND idx = ("
+                    "SELECT MIN(idx) FROM samples WHERE experiment_id = ?)",
+                    (XSS, exp.id, exp.id),
+                )
+        open_tab(page, "Review")
+        page.get_by_role("button", name="Refresh").filter(visible=True).first.click()
+        teacher_box = page.get_by_label("Teacher's rationale (original)")
+        expect(teacher_box).to_have_value(re.compile(re.escape(XSS)))
+        # The D rationales of the question, in a table: the literal text in a cell.
+        visible_text(page, "<script>alert(1)</script>").wait_for()
+        assert page.locator("img[src='x']").count() == 0
+        # The Teacher tab's table of newest samples shows it as text too.
+        open_tab(page, "Teacher")
+        page.get_by_role("button", name="Refresh").filter(visible=True).first.click()
+        visible_text(page, "<img src=x onerror=alert(1)>").wait_for()
+        assert page.locator("img[src='x']").count() == 0
+        page.wait_for_timeout(500)
+        assert dialogs == []
+        shot(page, "90-model-text-as-text")
+    finally:
+        context.close()
