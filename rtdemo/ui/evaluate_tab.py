@@ -1,12 +1,376 @@
-"""The Evaluate tab (being built)."""
+"""The Evaluate tab: score trained students (and the teacher) on the test split, compare them side
+by side with the paper's figure where the comparison holds, and browse per-question predictions,
+failures first.
+
+Students are scored by `rtdemo evaluate` jobs; the teacher by a greedy generation on the test split
+(`rtdemo generate --split test --samples 1 --temperature 0`) with the teacher that wrote the
+experiment's rationales. Model output is shown as plain text only (never Markdown or HTML).
+"""
 
 from __future__ import annotations
 
-import gradio as gr
+from collections.abc import Sequence
+from functools import partial
+from typing import NamedTuple
 
-from rtdemo.ui.session import AppContext
+import gradio as gr
+import pandas as pd
+
+from rtdemo.errors import UserError
+from rtdemo.jobs import Job, cancel_job, list_jobs
+from rtdemo.results import TABLE_COLUMNS, comparison_rows, comparison_table, subject_predictions
+from rtdemo.runs import latest_evaluations, list_runs
+from rtdemo.samples import load_samples
+from rtdemo.store import Experiment, Store
+from rtdemo.tasks import get_task
+from rtdemo.ui.job_view import job_status
+from rtdemo.ui.session import ACTIVE, AppContext, check_owner
+from rtdemo.ui.train_tab import flag_value, shown_errors
+
+KEY_ENV = "OPENAI_API_KEY"
+PREDICTION_COLUMNS = ["#", "correct", "question", "gold answer", "prediction", "output"]
+# Flags of the Teacher tab's generation that the teacher's test-split run sets itself.
+_REPLACED = ("--split", "--samples", "--temperature", "--limit", "--workspace", "--owner")
+
+
+def _is_eval_job(job: Job) -> bool:
+    return job.kind == "evaluate" or (
+        job.kind == "generate" and flag_value(job.argv, "--split") == "test"
+    )
+
+
+def _eval_jobs(store: Store, owner: str, exp: Experiment) -> list[Job]:
+    return [j for j in list_jobs(store, owner, exp.id) if _is_eval_job(j)]
+
+
+def trained_runs(ctx: AppContext, owner: str | None, experiment: str | None) -> list[str]:
+    """The experiment's trained student runs, oldest first."""
+    if not owner or not experiment:
+        return []
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, experiment)
+        return [r.name for r in list_runs(store, exp) if r.status == "trained"]
+
+
+def start_evaluation(
+    ctx: AppContext,
+    owner: str | None,
+    experiment: str | None,
+    runs: Sequence[str] | str | None,
+    batch_size: int = 32,
+    max_total_length: int = 512,
+) -> str:
+    """Start one `rtdemo evaluate` job per run (none picked: every trained run not yet scored)."""
+    owner = check_owner(owner)
+    picked = [runs] if isinstance(runs, str) else list(runs or [])
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, experiment)
+        if not picked:
+            scored = latest_evaluations(store, exp)
+            trained = [r.name for r in list_runs(store, exp) if r.status == "trained"]
+            picked = [name for name in trained if name not in scored]
+            if not picked:
+                raise UserError(
+                    "no trained run is waiting for evaluation: train one in the Train tab, or "
+                    "pick runs in **Student runs** to evaluate them again"
+                )
+        jobs = _eval_jobs(store, owner, exp)
+        busy = {flag_value(j.argv, "--run") for j in jobs if j.status in ACTIVE}
+        if clash := sorted(set(picked) & busy):
+            raise UserError(f"run {clash[0]} is being evaluated already: wait for it")
+        ctx.quotas.check_running(owner, len(ctx.active_jobs(store, owner)) + len(picked) - 1)
+    size = int(batch_size or 0), int(max_total_length or 0)
+    started: list[str] = []
+    for run in picked:
+        argv = ["evaluate", "--experiment", exp.name, "--run", run, "--batch-size", str(size[0])]
+        try:
+            job = ctx.start_command(owner, [*argv, "--max-total-length", str(size[1])])
+        except UserError as err:
+            if not started:
+                raise
+            return f"Evaluating {'; '.join(started)}.\n\n⚠️ {run} did not start: {err}"
+        started.append(f"**{run}**: job {job.id} {job.status}")
+    return "Evaluating " + "; ".join(started) + "."
+
+
+def teacher_argv(store: Store, owner: str, exp: Experiment) -> tuple[list[str], bool]:
+    """The `rtdemo generate` arguments that run the experiment's teacher greedily on its test
+    questions, and whether it needs an API key. The teacher is the one of the newest train-split
+    generation job, else the built-in teacher that wrote the stored rationales."""
+    tests = store.count_questions(exp.id, "test")
+    if not tests:
+        raise UserError(f"experiment {exp.name} has no test questions to evaluate on")
+    jobs = [
+        j
+        for j in list_jobs(store, owner, exp.id)
+        if j.kind == "generate" and flag_value(j.argv, "--split") in (None, "train")
+    ]
+    if jobs:
+        base, skip = [], False
+        for token in jobs[0].argv:
+            if skip:
+                skip = False
+            elif token in _REPLACED:
+                skip = True
+            elif not token.startswith(tuple(f"{f}=" for f in _REPLACED)):
+                base.append(token)
+        needs_key = bool(jobs[0].env_names)
+    else:
+        models = {
+            s.model for s in load_samples(store, exp.id, split="train") if s.teacher == "builtin"
+        }
+        if not models:
+            raise UserError(
+                "no teacher to run here: generate rationales in the Teacher tab first, or run "
+                f"`rtdemo generate --experiment {exp.name} --split test --samples 1 "
+                "--temperature 0` with your teacher"
+            )
+        rate = sorted(models)[0].removeprefix("builtin-err")
+        base = ["generate", "--experiment", exp.name, "--teacher", "builtin", "--error-rate", rate]
+        base += list(exp.config.get("source_argv") or [])
+        needs_key = False
+    tail = ["--split", "test", "--samples", "1", "--temperature", "0", "--limit", str(tests)]
+    return [*base, *tail], needs_key
+
+
+def evaluate_teacher(
+    ctx: AppContext, owner: str | None, experiment: str | None, api_key: str = ""
+) -> str:
+    """Start the teacher's greedy generation on the test split (its accuracy in the table)."""
+    owner = check_owner(owner)
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, experiment)
+        argv, needs_key = teacher_argv(store, owner, exp)
+        tests = store.count_questions(exp.id, "test")
+    if needs_key and not (api_key or "").strip():
+        raise UserError(
+            "this teacher needs its API key: type it in **Teacher API key** (used for this job "
+            "only, never stored)"
+        )
+    ctx.quotas.check_samples(owner, tests, 1)
+    secrets = {KEY_ENV: api_key.strip()} if needs_key else None
+    job = ctx.start_command(owner, argv, secrets_env=secrets)
+    return f"Teacher on {tests} test questions: job {job.id} {job.status}."
+
+
+class EvaluationView(NamedTuple):
+    """The experiment's current evaluation job as the tab shows it."""
+
+    status: str
+    percent: float
+    log: str
+    active: bool
+
+
+def evaluation_status(ctx: AppContext, owner: str | None, experiment: str | None) -> EvaluationView:
+    """The running evaluation (student or teacher) of the experiment, else its newest one."""
+    if not owner or not experiment:
+        return EvaluationView("Pick an experiment above.", 0.0, "", False)
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, experiment)
+        jobs = _eval_jobs(store, owner, exp)
+    job = next((j for j in jobs if j.status == "running"), jobs[0] if jobs else None)
+    if job is None:
+        return EvaluationView("No evaluation yet.", 0.0, "", False)
+    status, fraction, log = job_status(job)
+    who = flag_value(job.argv, "--run") if job.kind == "evaluate" else "the teacher"
+    status += f"\n\nEvaluating **{who}** on the test split."
+    active = any(j.status in ACTIVE for j in jobs)
+    return EvaluationView(status, round(100 * fraction, 1), log, active)
+
+
+def cancel_evaluation(ctx: AppContext, owner: str | None, experiment: str | None) -> str:
+    """Cancel the experiment's running evaluation (else its newest queued one)."""
+    owner = check_owner(owner)
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, experiment)
+        active = [j for j in _eval_jobs(store, owner, exp) if j.status in ACTIVE]
+        if not active:
+            raise UserError("no evaluation is queued or running: nothing to cancel")
+        job = next((j for j in active if j.status == "running"), active[0])
+        cancel_job(store, job.id, owner)
+    return f"Cancelling job {job.id}: questions answered so far are kept as a partial score."
+
+
+def results_table(
+    ctx: AppContext, owner: str | None, experiment: str | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The comparison table (text cells) and the bar chart's data (who, accuracy %, series)."""
+    table, bars = [], []
+    if owner and experiment:
+        with ctx.store() as store:
+            exp = ctx.experiment(store, owner, experiment)
+            rows = comparison_rows(store, exp, get_task(exp.task).answer)
+            table, bars = comparison_table(rows, store.count_questions(exp.id, "test"))
+    chart = pd.DataFrame(bars, columns=["who", "accuracy", "series"])
+    return pd.DataFrame(table, columns=TABLE_COLUMNS), chart
+
+
+def prediction_subjects(ctx: AppContext, owner: str | None, experiment: str | None) -> list[str]:
+    """Who has predictions to browse: evaluated runs, and teachers run on the test split."""
+    if not owner or not experiment:
+        return []
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, experiment)
+        rows = comparison_rows(store, exp, get_task(exp.task).answer)
+    return [r["who"] for r in rows if r["metrics"] is not None]
+
+
+def predictions(
+    ctx: AppContext,
+    owner: str | None,
+    experiment: str | None,
+    subject: str | None,
+    failures_only: bool = False,
+) -> tuple[pd.DataFrame, str]:
+    """One subject's per-question predictions, failures first (text cells), and a summary."""
+    owner = check_owner(owner)
+    if not subject:
+        raise UserError("pick whose predictions to show in **Predictions of**")
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, experiment)
+        rows = subject_predictions(store, exp, subject)
+    if not rows:
+        raise UserError(f"{subject} has no test predictions yet: evaluate it first")
+    wrong = sum(1 for p in rows if not p.get("correct"))
+    shown = [p for p in rows if not p.get("correct")] if failures_only else rows
+    data = [
+        [
+            str(p.get("index", "")),
+            "yes" if p.get("correct") else "no",
+            str(p.get("question") or ""),
+            str(p.get("answer") or ""),
+            "—" if p.get("prediction") is None else str(p["prediction"]),
+            str(p.get("output") or ""),
+        ]
+        for p in shown
+    ]
+    summary = f"{subject}: {wrong} of {len(rows)} wrong (shown first)."
+    return pd.DataFrame(data, columns=PREDICTION_COLUMNS), summary
 
 
 def build_evaluate_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) -> None:
     """Lay out the Evaluate tab inside the current Blocks context."""
-    gr.Markdown("This tab is being built.")
+    gr.Markdown(
+        "Score the trained students on the **test split** (greedy answers, the paper's answer "
+        "cleansing), and the teacher too; then compare them."
+    )
+    with gr.Row():
+        runs = gr.Dropdown(
+            [], multiselect=True, label="Student runs", info="none picked: every run not yet scored"
+        )
+        batch = gr.Number(32, precision=0, label="Batch size", info="questions per generate batch")
+        length = gr.Number(512, precision=0, label="Max total length", info="tokens (paper: 1024)")
+    with gr.Row():
+        evaluate = gr.Button("Evaluate", variant="primary")
+        cancel = gr.Button("Cancel evaluation", variant="stop")
+        refresh = gr.Button("Refresh")
+    with gr.Row():
+        key = gr.Textbox(
+            label="Teacher API key", type="password", info="only for a teacher behind an API"
+        )
+        teacher = gr.Button("Evaluate the teacher")
+    message = gr.Markdown()
+    status = gr.Markdown("No evaluation yet.")
+    progress = gr.Slider(0, 100, value=0, label="Evaluation progress (%)", interactive=False)
+    log = gr.Textbox(label="Evaluation log", lines=4, max_lines=10, interactive=False)
+    empty_table, empty_chart = results_table(ctx, None, None)
+    table = gr.Dataframe(
+        empty_table, label="Comparison on the test split", datatype="str", interactive=False
+    )
+    chart = gr.BarPlot(
+        empty_chart,
+        x="who",
+        y="accuracy",
+        color="series",
+        y_lim=[0, 100],
+        label="Test accuracy (%)",
+        height=280,
+    )
+    gr.Markdown(
+        "“paper”: the paper's figure for the same task, data and student family; “—” where no "
+        "comparison holds.",
+        elem_classes="rt-note",
+    )
+    with gr.Row():
+        subject = gr.Dropdown([], label="Predictions of", scale=3)
+        failures = gr.Checkbox(False, label="Failures only", scale=1)
+        show = gr.Button("Show predictions", scale=1)
+    summary = gr.Markdown()
+    rows = gr.Dataframe(
+        pd.DataFrame(columns=PREDICTION_COLUMNS),
+        label="Predictions (failures first; select a row to read its output)",
+        datatype="str",
+        interactive=False,
+        wrap=True,
+        column_widths=["5%", "6%", "27%", "10%", "10%", "42%"],
+    )
+    selected = gr.Textbox(label="Selected output", lines=6, interactive=False)
+    timer = gr.Timer(2.0, active=False)
+    private = dict(api_visibility="private", concurrency_limit=None)
+
+    def tick(who: str | None, name: str | None) -> tuple:
+        try:
+            view = evaluation_status(ctx, who, name)
+            return (*view[:3], *results_table(ctx, who, name), gr.Timer(active=view.active))
+        except UserError as err:
+            return f"⚠️ {err}", 0.0, "", *results_table(ctx, None, None), gr.Timer(active=False)
+
+    def choices(who: str | None, name: str | None) -> tuple:
+        try:
+            names, subjects = trained_runs(ctx, who, name), prediction_subjects(ctx, who, name)
+        except UserError:
+            names, subjects = [], []
+        return gr.Dropdown(choices=names), gr.Dropdown(choices=subjects)
+
+    def show_predictions(who: str | None, name: str | None, pick: str | None, only: bool) -> tuple:
+        try:
+            return (*predictions(ctx, who, name, pick, only), "")
+        except UserError as err:
+            return pd.DataFrame(columns=PREDICTION_COLUMNS), f"⚠️ {err}", ""
+
+    def select_row(data: pd.DataFrame, evt: gr.SelectData) -> str:
+        row = evt.row_value or []
+        return f"Question: {row[2]}\n\nGold answer: {row[3]}\n\n{row[5]}" if len(row) > 5 else ""
+
+    who_what = [owner, experiment]
+    poll = dict(fn=tick, inputs=who_what, outputs=[status, progress, log, table, chart, timer])
+    lists = dict(fn=choices, inputs=who_what, outputs=[runs, subject], **private)
+    evaluate.click(
+        shown_errors(partial(start_evaluation, ctx)),
+        [*who_what, runs, batch, length],
+        message,
+        api_name="start_evaluation",
+    ).then(**poll, **private)
+    teacher.click(
+        shown_errors(partial(evaluate_teacher, ctx)),
+        [*who_what, key],
+        message,
+        api_name="evaluate_teacher",
+    ).then(**poll, **private)
+    cancel.click(
+        shown_errors(partial(cancel_evaluation, ctx)),
+        who_what,
+        message,
+        api_name="cancel_evaluation",
+    ).then(**poll, **private)
+    refresh.click(
+        lambda w, n: tuple(evaluation_status(ctx, w, n))[:3],
+        who_what,
+        [status, progress, log],
+        api_name="evaluation_status",
+        concurrency_limit=None,
+    ).then(
+        partial(results_table, ctx),
+        who_what,
+        [table, chart],
+        api_name="results_table",
+        concurrency_limit=None,
+    ).then(**lists)
+    browse = dict(inputs=[*who_what, subject, failures], outputs=[rows, summary, selected])
+    show.click(show_predictions, **browse, api_name="predictions")
+    gr.on([subject.change, failures.change], show_predictions, **browse, **private)
+    rows.select(select_row, rows, selected, **private)
+    timer.tick(**poll, **private)
+    experiment.change(**poll, **private).then(**lists)  # a reload or another experiment
+    gr.on([runs.focus, subject.focus], **lists)  # runs trained or scored in the meantime

@@ -333,7 +333,12 @@ def build_teacher_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown)
         refresh_btn = gr.Button("Refresh")
     message = gr.Markdown()
     command = gr.Code(
-        label="Equivalent command line", language="shell", interactive=False, wrap_lines=True
+        label="Equivalent command line",
+        language="shell",
+        interactive=False,
+        wrap_lines=True,
+        lines=2,
+        max_lines=6,
     )
     status = gr.Markdown("No job yet.")
     progress = gr.Slider(0.0, 1.0, value=0.0, label="Progress", interactive=False)
