@@ -16,6 +16,7 @@ from typing import NamedTuple
 import gradio as gr
 import pandas as pd
 
+from rtdemo.commands.generate import KEY_ENV
 from rtdemo.errors import UserError
 from rtdemo.jobs import Job, cancel_job, list_jobs
 from rtdemo.results import TABLE_COLUMNS, comparison_rows, comparison_table, subject_predictions
@@ -27,9 +28,9 @@ from rtdemo.ui.job_view import job_status
 from rtdemo.ui.session import ACTIVE, AppContext, check_owner
 from rtdemo.ui.train_tab import flag_value, shown_errors
 
-KEY_ENV = "OPENAI_API_KEY"
 PREDICTION_COLUMNS = ["#", "correct", "question", "gold answer", "prediction", "output"]
-# Flags of the Teacher tab's generation that the teacher's test-split run sets itself.
+# Flags of the Teacher tab's generation that the teacher's test-split run sets itself (or drops:
+# the whole test snapshot, and the owner and workspace `start_command` adds).
 _REPLACED = ("--split", "--samples", "--temperature", "--limit", "--workspace", "--owner")
 
 
@@ -95,10 +96,10 @@ def start_evaluation(
 
 def teacher_argv(store: Store, owner: str, exp: Experiment) -> tuple[list[str], bool]:
     """The `rtdemo generate` arguments that run the experiment's teacher greedily on its test
-    questions, and whether it needs an API key. The teacher is the one of the newest train-split
-    generation job, else the built-in teacher that wrote the stored rationales."""
-    tests = store.count_questions(exp.id, "test")
-    if not tests:
+    snapshot, and whether it needs an API key. The teacher is the one of the newest train-split
+    generation job (the Teacher tab's), else the built-in teacher that wrote the stored rationales.
+    """
+    if not store.count_questions(exp.id, "test"):
         raise UserError(f"experiment {exp.name} has no test questions to evaluate on")
     jobs = [
         j
@@ -116,21 +117,20 @@ def teacher_argv(store: Store, owner: str, exp: Experiment) -> tuple[list[str], 
                 base.append(token)
         needs_key = bool(jobs[0].env_names)
     else:
-        models = {
-            s.model for s in load_samples(store, exp.id, split="train") if s.teacher == "builtin"
-        }
+        samples = load_samples(store, exp.id, split="train")
+        models = {s.model for s in samples if s.teacher == "builtin"}
         if not models:
             raise UserError(
-                "no teacher to run here: generate rationales in the Teacher tab first, or run "
-                f"`rtdemo generate --experiment {exp.name} --split test --samples 1 "
-                "--temperature 0` with your teacher"
+                "no teacher to run here: generate rationales in the Teacher tab first (or run "
+                "your teacher there on the test split: 1 sample, temperature 0)"
             )
         rate = sorted(models)[0].removeprefix("builtin-err")
-        base = ["generate", "--experiment", exp.name, "--teacher", "builtin", "--error-rate", rate]
-        base += list(exp.config.get("source_argv") or [])
+        base = ["generate", "--experiment", exp.name, "--stored-questions"]
+        base += [*exp.config.get("source_argv", []), "--teacher", "builtin", "--error-rate", rate]
         needs_key = False
-    tail = ["--split", "test", "--samples", "1", "--temperature", "0", "--limit", str(tests)]
-    return [*base, *tail], needs_key
+    if "--stored-questions" not in base:  # the snapshot's test questions, never a reloaded source
+        base.append("--stored-questions")
+    return [*base, "--split", "test", "--samples", "1", "--temperature", "0"], needs_key
 
 
 def evaluate_teacher(
@@ -194,7 +194,7 @@ def cancel_evaluation(ctx: AppContext, owner: str | None, experiment: str | None
 
 def results_table(
     ctx: AppContext, owner: str | None, experiment: str | None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The comparison table (text cells) and the bar chart's data (who, accuracy %, series)."""
     table, bars = [], []
     if owner and experiment:
@@ -202,7 +202,8 @@ def results_table(
             exp = ctx.experiment(store, owner, experiment)
             rows = comparison_rows(store, exp, get_task(exp.task).answer)
             table, bars = comparison_table(rows, store.count_questions(exp.id, "test"))
-    chart = pd.DataFrame(bars, columns=["who", "accuracy", "series"])
+    # No bars: no chart (an empty frame would fix the plot's colour scale to nothing for good).
+    chart = pd.DataFrame(bars, columns=["who", "accuracy", "series"]) if bars else None
     return pd.DataFrame(table, columns=TABLE_COLUMNS), chart
 
 
@@ -257,7 +258,11 @@ def build_evaluate_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown
     )
     with gr.Row():
         runs = gr.Dropdown(
-            [], multiselect=True, label="Student runs", info="none picked: every run not yet scored"
+            [],
+            multiselect=True,
+            allow_custom_value=True,  # API clients name runs this session has not listed
+            label="Student runs",
+            info="none picked: every run not yet scored",
         )
         batch = gr.Number(32, precision=0, label="Batch size", info="questions per generate batch")
         length = gr.Number(512, precision=0, label="Max total length", info="tokens (paper: 1024)")
@@ -274,18 +279,19 @@ def build_evaluate_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown
     status = gr.Markdown("No evaluation yet.")
     progress = gr.Slider(0, 100, value=0, label="Evaluation progress (%)", interactive=False)
     log = gr.Textbox(label="Evaluation log", lines=4, max_lines=10, interactive=False)
-    empty_table, empty_chart = results_table(ctx, None, None)
     table = gr.Dataframe(
-        empty_table, label="Comparison on the test split", datatype="str", interactive=False
+        pd.DataFrame(columns=TABLE_COLUMNS),
+        label="Comparison on the test split",
+        datatype="str",
+        interactive=False,
     )
     chart = gr.BarPlot(
-        empty_chart,
+        None,
         x="who",
         y="accuracy",
         color="series",
         y_lim=[0, 100],
         label="Test accuracy (%)",
-        height=280,
     )
     gr.Markdown(
         "“paper”: the paper's figure for the same task, data and student family; “—” where no "
@@ -293,7 +299,7 @@ def build_evaluate_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown
         elem_classes="rt-note",
     )
     with gr.Row():
-        subject = gr.Dropdown([], label="Predictions of", scale=3)
+        subject = gr.Dropdown([], label="Predictions of", allow_custom_value=True, scale=3)
         failures = gr.Checkbox(False, label="Failures only", scale=1)
         show = gr.Button("Show predictions", scale=1)
     summary = gr.Markdown()
@@ -316,6 +322,9 @@ def build_evaluate_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown
         except UserError as err:
             return f"⚠️ {err}", 0.0, "", *results_table(ctx, None, None), gr.Timer(active=False)
 
+    def status_of(owner: str | None, experiment: str | None) -> tuple:
+        return tuple(evaluation_status(ctx, owner, experiment))[:3]
+
     def choices(who: str | None, name: str | None) -> tuple:
         try:
             names, subjects = trained_runs(ctx, who, name), prediction_subjects(ctx, who, name)
@@ -323,9 +332,11 @@ def build_evaluate_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown
             names, subjects = [], []
         return gr.Dropdown(choices=names), gr.Dropdown(choices=subjects)
 
-    def show_predictions(who: str | None, name: str | None, pick: str | None, only: bool) -> tuple:
+    def show_predictions(
+        owner: str | None, experiment: str | None, subject: str | None, failures_only: bool
+    ) -> tuple:
         try:
-            return (*predictions(ctx, who, name, pick, only), "")
+            return (*predictions(ctx, owner, experiment, subject, failures_only), "")
         except UserError as err:
             return pd.DataFrame(columns=PREDICTION_COLUMNS), f"⚠️ {err}", ""
 
@@ -355,7 +366,7 @@ def build_evaluate_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown
         api_name="cancel_evaluation",
     ).then(**poll, **private)
     refresh.click(
-        lambda w, n: tuple(evaluation_status(ctx, w, n))[:3],
+        status_of,
         who_what,
         [status, progress, log],
         api_name="evaluation_status",

@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, wraps
 from typing import Any, NamedTuple
 
 import gradio as gr
@@ -297,6 +297,7 @@ def resume_training(ctx: AppContext, owner: str | None, experiment: str | None) 
 def shown_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """`fn` with a `UserError` turned into a "⚠️ message" line for the tab's message box."""
 
+    @wraps(fn)  # API clients see `fn`'s parameter names
     def wrapped(*args: Any) -> Any:
         try:
             return fn(*args)
@@ -356,12 +357,30 @@ def build_train_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) -
             return f"⚠️ {err}", 0.0, loss_frame(None), "", gr.Timer(active=False)
         return v.status, v.percent, v.loss, v.log, gr.Timer(active=v.active)
 
-    def start_clicked(who: str | None, name: str | None, *values: Any) -> tuple[str, str]:
-        form_values = TrainForm.of(*values)
+    def start_clicked(
+        owner: str | None,
+        experiment: str | None,
+        student: str,
+        recipe: str,
+        method: str,
+        formats: str,
+        run_name: str,
+        max_steps: int,
+        epochs: float,
+        batch_size: int,
+        learning_rate: float,
+        samples_per_question: int,
+        filter_answers: bool,
+    ) -> tuple[str, str]:
+        values = (student, recipe, method, formats, run_name, max_steps, epochs, batch_size)
+        settings = TrainForm.of(*values, learning_rate, samples_per_question, filter_answers)
         try:
-            return start_training(ctx, who, name, form_values)
+            return start_training(ctx, owner, experiment, settings)
         except UserError as err:
-            return f"⚠️ {err}", train_command(name, form_values)
+            return f"⚠️ {err}", train_command(experiment, settings)
+
+    def status_of(owner: str | None, experiment: str | None) -> tuple:
+        return tick(owner, experiment)[:4]
 
     poll = dict(fn=tick, inputs=[owner, experiment], outputs=[*view, timer])
     private = dict(api_visibility="private", concurrency_limit=None)
@@ -369,7 +388,7 @@ def build_train_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) -
         start_clicked, [owner, experiment, *form], [message, command], api_name="start_training"
     ).then(**poll, **private)
     refresh.click(
-        lambda w, n: tick(w, n)[:4],
+        status_of,
         [owner, experiment],
         view,
         api_name="training_status",
