@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -59,12 +59,28 @@ def app_server(workspace: Path, **env: str) -> Iterator[str]:
                 time.sleep(0.3)
         yield url
     finally:
+        stop_jobs(workspace)
         proc.terminate()
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def stop_jobs(workspace: Path) -> None:
+    """Kill the background jobs the app started (they outlive the app by design)."""
+    import signal
+
+    from rtdemo.store import Store
+
+    if not (workspace / "rtdemo.sqlite3").exists():
+        return
+    with Store(workspace) as store:
+        pids = [pid for (pid,) in store.read("SELECT pid FROM jobs WHERE pid IS NOT NULL")]
+    for pid in pids:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def chromium_path() -> str:

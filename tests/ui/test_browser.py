@@ -145,3 +145,50 @@ def test_model_text_is_shown_as_text_and_runs_nothing(server, browser):
         shot(page, "90-model-text-as-text")
     finally:
         context.close()
+
+
+def test_a_new_user_runs_the_whole_offline_loop(server, browser):
+    """Task → Teacher → Review (buttons and keys) → Train → Evaluate, as a person would."""
+    url, _ = server
+    context, page = new_page(browser, url)
+    try:
+        create_experiment(page, "loop", "last_letter_concatenation")
+        shot(page, "01-task")
+
+        generate_with_builtin_teacher(page)
+        visible_text(page, "teacher accuracy so far").wait_for()
+        shot(page, "02-teacher")
+
+        open_tab(page, "Review")
+        wait_counts(page, r"28 rationales")
+        wait_counts(page, r"Reviewed 0 ")
+        page.get_by_role("button", name="Accept", exact=True).click()
+        wait_counts(page, r"Reviewed 1 \(1 accepted, 0 rejected\)")
+        page.keyboard.press("r")
+        wait_counts(page, r"Reviewed 2 \(1 accepted, 1 rejected\)")
+        page.keyboard.press("a")
+        wait_counts(page, r"Reviewed 3 \(2 accepted, 1 rejected\)")
+        page.keyboard.press("k")  # back to the one just accepted
+        page.get_by_text(re.compile(r"Rationale 3 of 28")).wait_for()
+        shot(page, "03-review")
+
+        open_tab(page, "Train")
+        page.get_by_label("Max steps").fill("6")
+        page.get_by_role("button", name="Start training").click()
+        # "both": Fine-tune-CoT then the vanilla baseline, queued one after the other.
+        page.get_by_text(re.compile(r"job \d+ \(train\) \S*\s*done")).wait_for(timeout=240_000)
+        shot(page, "04-train")
+
+        open_tab(page, "Evaluate")
+        # A student trained for 6 steps never writes its end token: cap its answers.
+        page.get_by_label("Max total length").fill("96")
+        page.get_by_role("button", name="Evaluate", exact=True).click()
+        page.get_by_text(re.compile(r"job \d+ \(evaluate\) \S*\s*done")).wait_for(timeout=240_000)
+        page.get_by_role("button", name="Evaluate the teacher").click()
+        table = page.get_by_label("Comparison on the test split")
+        expect(table).to_contain_text("Fine-tune-CoT", timeout=120_000)
+        expect(table).to_contain_text("vanilla", ignore_case=True)
+        expect(table).not_to_contain_text("not measured", timeout=120_000)
+        shot(page, "05-evaluate")
+    finally:
+        context.close()
