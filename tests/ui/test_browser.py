@@ -192,3 +192,27 @@ def test_a_new_user_runs_the_whole_offline_loop(server, browser):
         shot(page, "05-evaluate")
     finally:
         context.close()
+
+
+def test_a_reload_reattaches_to_the_running_job_which_can_be_cancelled(server, browser):
+    url, _ = server
+    context, page = new_page(browser, url)
+    try:
+        create_experiment(page, "reattach", "last_letter_concatenation", size=20)
+        generate_with_builtin_teacher(page)
+        open_tab(page, "Train")
+        page.get_by_label("Fine-tune-CoT", exact=True).check()
+        page.get_by_label("Max steps").fill("3000")
+        page.get_by_role("button", name="Start training").click()
+        page.get_by_text(re.compile(r"job \d+ \(train\) \S*\s*running")).wait_for(timeout=60_000)
+
+        page.reload()
+        page.get_by_text("owner id").wait_for()
+        open_tab(page, "Train")
+        running = page.get_by_text(re.compile(r"job \d+ \(train\) \S*\s*running"))
+        running.wait_for(timeout=30_000)
+        page.get_by_role("button", name="Cancel", exact=True).click()
+        page.get_by_text(re.compile(r"job \d+ \(train\) \S*\s*cancelled")).wait_for(timeout=60_000)
+        shot(page, "06-train-cancelled-after-reload")
+    finally:
+        context.close()
