@@ -24,7 +24,14 @@ from rtdemo.generation import GenerationSettings, run_generation
 from rtdemo.paper_results import paper_figure
 from rtdemo.pricing import price_of, price_table
 from rtdemo.results import teacher_metrics, write_results
-from rtdemo.runs import StudentRun, create_run, finish_run, get_run, save_evaluation
+from rtdemo.runs import (
+    StudentRun,
+    check_run_name,
+    create_run,
+    finish_run,
+    get_run,
+    save_evaluation,
+)
 from rtdemo.samples import SampleKey
 from rtdemo.store import Experiment, Store
 from rtdemo.tasks import SourceOptions, get_task, load_examples
@@ -152,6 +159,7 @@ def check_recipe(config: PipelineConfig) -> None:
             f">= 8 (got {ev.max_total_length}); e.g. batch_size: 32, max_total_length: 1024"
         )
     for run_cfg in config.runs:
+        check_run_name(run_cfg.name)
         if run_cfg.diverse_samples < 1:
             raise UserError(f"run {run_cfg.name}: diverse_samples must be >= 1")
         try:

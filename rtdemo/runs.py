@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rtdemo.errors import UserError
-from rtdemo.store import Experiment, Store
+from rtdemo.store import Experiment, Store, check_name
 
 _RUN_COLUMNS = (
     "id, name, format, diverse_samples, student, method, status, train_examples, output_dir, "
@@ -50,8 +50,18 @@ def _run(row: tuple, workspace: Path) -> StudentRun:
     return StudentRun(*values)
 
 
+def check_run_name(name: str) -> None:
+    """Refuse a run name that is not one plain folder name (it becomes `runs/students/.../<name>`).
+
+    The rule of experiment names: 1-64 letters, digits, '-', '_' or '.', not only dots; so
+    '../x', 'a/b' or '..' never reach the file system.
+    """
+    check_name(name, "run name", "cot-d1")
+
+
 def run_folder(store: Store, experiment: Experiment, name: str) -> Path:
-    """Where a student run's checkpoints and final model go."""
+    """Where a student run's checkpoints and final model go (a bad name: `UserError`)."""
+    check_run_name(name)
     return store.workspace / "runs" / "students" / f"{experiment.id}-{experiment.name}" / name
 
 

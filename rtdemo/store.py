@@ -282,11 +282,16 @@ def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:
     return version
 
 
-def _check_name(name: str) -> None:
-    if not NAME_PATTERN.fullmatch(name) or set(name) == {"."}:
+def check_name(name: str, what: str = "experiment name", example: str = "gsm8k-run-1") -> None:
+    """Refuse a name that cannot be one folder of the workspace (experiments, student runs).
+
+    1-64 letters, digits, '-', '_' or '.', not only dots: no '/', so never a path that leaves its
+    parent folder ('../x', '..'). `what` and `example` make the message fit the caller.
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or set(name) == {"."}:
         raise UserError(
-            f"invalid experiment name {name!r}: use 1-64 letters, digits, '-', '_' or '.' "
-            "(not only dots), e.g. 'gsm8k-run-1'"
+            f"invalid {what} {name!r}: use 1-64 letters, digits, '-', '_' or '.' "
+            f"(not only dots), e.g. {example!r}"
         )
 
 
@@ -371,7 +376,7 @@ class Store:
         self, name: str, task: str, owner: str = "local", config: dict[str, Any] | None = None
     ) -> Experiment:
         """Create an experiment; raise `UserError` if the name is invalid or already used."""
-        _check_name(name)
+        check_name(name)
         created_at = datetime.now(UTC).isoformat(timespec="seconds")
         config_json = json.dumps(config or {}, sort_keys=True)
         with self.transaction() as conn:

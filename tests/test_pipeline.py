@@ -272,6 +272,7 @@ def test_a_bad_last_run_is_refused_before_any_work(tmp_path):
         "{name: b, format: cot, train: {batch_size: 0}}": "run b: bad training settings: batch",
         "{name: b, format: cot, train: {steps: 3}}": "run b: unknown training setting(s) steps",
         "{name: b, format: cot, diverse_samples: 0}": "run b: diverse_samples must be >= 1",
+        "{name: '../b', format: cot}": "invalid run name '../b': use 1-64 letters, digits",
     }
     for run, message in cases.items():
         with pytest.raises(UserError, match=re.escape(message)):

@@ -24,6 +24,7 @@ from typing import TypeVar
 import pytest
 
 from rtdemo import jobs
+from rtdemo.errors import UserError
 from rtdemo.jobs import (
     STALE_ERROR,
     Job,
@@ -242,6 +243,27 @@ def test_an_already_trained_run_is_refused_before_a_job_starts(cli, store):
     assert store.read("SELECT COUNT(*) FROM jobs") == [(0,)]
 
 
+def test_a_run_name_that_is_not_one_folder_is_refused_before_anything_starts(cli, store):
+    make_experiment(cli, generate=False)
+    outside = store.workspace / "runs" / "students" / "x"  # where '../x' would have landed
+    for name in ("../x", "..", "a/b", "has space"):
+        for background in ([], ["--background"]):
+            done = cli(
+                "train", "--experiment", "coin", "--run", name, "--format", "vanilla",
+                *TINY, *background, expect=2,
+            )  # fmt: skip
+            assert done.stderr.startswith(f"error: invalid run name {name!r}: use 1-64 "), name
+            assert "letters, digits, '-', '_' or '.' (not only dots), e.g. 'cot-d1'" in done.stderr
+            assert "Traceback" not in done.stderr
+    assert store.read("SELECT COUNT(*) FROM jobs") == [(0,)]
+    assert store.read("SELECT COUNT(*) FROM student_runs") == [(0,)]
+    runs = store.workspace / "runs"
+    assert not outside.exists() and (not runs.exists() or not any(runs.rglob("*")))
+    # The core refuses it too, whoever calls it (the pipeline, the app).
+    with pytest.raises(UserError, match=r"invalid run name '\.\./x'"):
+        create_run(store, store.get_experiment("coin"), "../x", "cot", 1, "tiny", "full", 1, {})
+
+
 def test_bad_evaluation_settings_fail_before_loading_anything(cli):
     done = cli("evaluate", "--experiment", "coin", "--run", "x", "--batch-size", "0", expect=2)
     assert "--batch-size must be >= 1 (got 0)" in done.stderr and "Traceback" not in done.stderr
@@ -295,6 +317,20 @@ def test_a_training_job_is_watched_cancelled_within_a_step_and_resumed(cli, stor
         range(stopped_at + 1, STEPS + 1)
     )  # the global step continued, not restarted
     assert get_run(store, store.get_experiment("coin"), "cot").status == "trained"
+
+
+def test_a_training_job_logs_a_progress_line_every_25_steps_and_at_the_end(cli, store):
+    make_experiment(cli)
+    job_id = start_training(cli, "vanilla", "vanilla", max_steps=26)
+    wait_for(lambda: get_job(store, job_id).ended, 300, "the job to end")
+    job = get_job(store, job_id)
+    log = jobs.tail_log(job, 200)
+    assert job.status == "done", (job.status, job.error, log)
+    assert "training run vanilla (vanilla, tiny, full) on 21 examples" in log
+    line = r"\] step (\d+)/26, loss [\d.]+, lr [\d.e+-]+, \d+ tokens/s, ETA [\d.]+ (s|min)$"
+    logged = [int(m.group(1)) for m in re.finditer(line, log, re.MULTILINE)]
+    assert logged == [1, 25, 26], log  # the first step, every 25th and the last; no others
+    assert steps(job) == list(range(1, 27))  # progress.jsonl still has every step
 
 
 def test_a_sigkilled_training_job_is_shown_as_failed(cli, store):

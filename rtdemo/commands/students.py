@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rtdemo.commands.jobs import add_job_id_flag
@@ -20,6 +21,7 @@ from rtdemo.errors import UserError
 from rtdemo.store import Store, workspace_path
 
 WORKSPACE_HELP = "workspace folder (default: $RTDEMO_HOME, else ./rtdemo-data)"
+LOG_EVERY = 25  # a background training logs a line every this many steps (and its first and last)
 
 
 def _train_args(args: argparse.Namespace) -> dict:
@@ -37,7 +39,7 @@ def _train_args(args: argparse.Namespace) -> dict:
     return {k: v for k, v in overrides.items() if v is not None}
 
 
-def _check_run_name(store: Store, exp, name: str) -> None:
+def _check_not_trained(store: Store, exp, name: str) -> None:
     """A trained run is never trained again: say so before a job starts, not in its log."""
     from rtdemo.runs import get_run
 
@@ -57,9 +59,11 @@ def _prepare_training(store: Store, args: argparse.Namespace):
     from rtdemo.config import RunConfig
     from rtdemo.pipeline import training_records
     from rtdemo.recipes import settings_for
+    from rtdemo.runs import check_run_name
 
+    check_run_name(args.run)  # it becomes a folder: never '../x'
     exp = store.get_experiment(args.experiment, owner=args.owner)
-    _check_run_name(store, exp, args.run)
+    _check_not_trained(store, exp, args.run)
     settings = settings_for(args.student, args.recipe, _train_args(args))
     kind = "causal"
     if args.student != "tiny":
@@ -143,7 +147,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             asdict(settings),
         )
         with job_context(store.workspace, args.job_id) as ctx:
-            progress = ctx.progress if args.job_id is not None else _printer()
+            if args.job_id is not None:  # the progress file for the tab, lines for the job's log
+                ctx.log(
+                    f"training run {args.run} ({args.format}, {args.student}, {settings.method}) "
+                    f"on {len(records)} examples"
+                )
+                on_progress = job_progress(ctx.progress, ctx.log)
+            else:
+                on_progress = _printer()
             if processes > 1:
                 result = _train_launched(args, store, run.output_dir, processes, ctx)
             else:
@@ -152,7 +163,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     settings,
                     run.output_dir,
                     resume=True,
-                    on_progress=lambda p: progress(**p) if args.job_id is not None else progress(p),
+                    on_progress=on_progress,
                     should_stop=ctx.cancelled,
                 )
             if result.stopped:
@@ -223,13 +234,14 @@ def _train_worker(args: argparse.Namespace) -> int:
     _check_processes(world, settings.batch_size)
     settings = dataclasses.replace(settings, batch_size=settings.batch_size // world)
     write = launch.progress_writer()
-    show = _printer()
+    # In a job, process 0's stdout is the job's log: the same lines as a single-process job.
+    show = job_progress(write, lambda line: print(line, flush=True)) if write else _printer()
     result = train(
         records,
         settings,
         output_dir,
         resume=True,
-        on_progress=(lambda p: write(**p)) if write else show,
+        on_progress=show,
         should_stop=launch.stop_requested,
     )
     import torch.distributed as dist
@@ -244,6 +256,42 @@ def _train_worker(args: argparse.Namespace) -> int:
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def progress_line(record: dict) -> str:
+    """A training progress record for people: step/total, loss, lr, tokens/s and ETA."""
+    parts = [f"step {record.get('step')}/{record.get('total')}"]
+    if record.get("loss") is not None:
+        parts.append(f"loss {float(record['loss']):.4f}")
+    if record.get("learning_rate") is not None:
+        parts.append(f"lr {float(record['learning_rate']):.2e}")
+    if record.get("tokens_per_second") is not None:
+        parts.append(f"{float(record['tokens_per_second']):.0f} tokens/s")
+    if record.get("eta") is not None:
+        parts.append(f"ETA {_duration(float(record['eta']))}")
+    return ", ".join(parts)
+
+
+def job_progress(
+    progress: Callable[..., None], log: Callable[[str], None], every: int = LOG_EVERY
+) -> Callable[[dict], None]:
+    """A training `on_progress` for a job: every record to `progress(**record)` (the progress
+    file the tabs read), and a `progress_line` to `log` for the first record, every `every`-th
+    step and the last step, so the job's log says how it goes without a line per step."""
+    first = [True]
+
+    def on_progress(record: dict) -> None:
+        progress(**record)
+        step = record.get("step")
+        if first[0] or (step and step % every == 0) or step == record.get("total"):
+            first[0] = False
+            log(progress_line(record))
+
+    return on_progress
 
 
 def _printer():

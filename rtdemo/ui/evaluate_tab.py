@@ -2,252 +2,31 @@
 by side with the paper's figure where the comparison holds, and browse per-question predictions,
 failures first.
 
-Students are scored by `rtdemo evaluate` jobs; the teacher by a greedy generation on the test split
-(`rtdemo generate --split test --samples 1 --temperature 0`) with the teacher that wrote the
-experiment's rationales. Model output is shown as plain text only (never Markdown or HTML).
+Handlers live in `evaluate_actions.py` (plain functions over the core); this file lays out and
+wires. Model output is shown as plain text only (never Markdown or HTML).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import partial
-from typing import NamedTuple
 
 import gradio as gr
 import pandas as pd
 
-from rtdemo.commands.generate import KEY_ENV
 from rtdemo.errors import UserError
-from rtdemo.jobs import Job, cancel_job, list_jobs
-from rtdemo.results import TABLE_COLUMNS, comparison_rows, comparison_table, subject_predictions
-from rtdemo.runs import latest_evaluations, list_runs
-from rtdemo.samples import load_samples
-from rtdemo.store import Experiment, Store
-from rtdemo.tasks import get_task
-from rtdemo.ui.job_view import job_status
-from rtdemo.ui.session import ACTIVE, AppContext, check_owner
-from rtdemo.ui.train_tab import flag_value, shown_errors
-
-PREDICTION_COLUMNS = ["#", "correct", "question", "gold answer", "prediction", "output"]
-# Flags of the Teacher tab's generation that the teacher's test-split run sets itself (or drops:
-# the whole test snapshot, and the owner and workspace `start_command` adds).
-_REPLACED = ("--split", "--samples", "--temperature", "--limit", "--workspace", "--owner")
-
-
-def _is_eval_job(job: Job) -> bool:
-    return job.kind == "evaluate" or (
-        job.kind == "generate" and flag_value(job.argv, "--split") == "test"
-    )
-
-
-def _eval_jobs(store: Store, owner: str, exp: Experiment) -> list[Job]:
-    return [j for j in list_jobs(store, owner, exp.id) if _is_eval_job(j)]
-
-
-def trained_runs(ctx: AppContext, owner: str | None, experiment: str | None) -> list[str]:
-    """The experiment's trained student runs, oldest first."""
-    if not owner or not experiment:
-        return []
-    with ctx.store() as store:
-        exp = ctx.experiment(store, owner, experiment)
-        return [r.name for r in list_runs(store, exp) if r.status == "trained"]
-
-
-def start_evaluation(
-    ctx: AppContext,
-    owner: str | None,
-    experiment: str | None,
-    runs: Sequence[str] | str | None,
-    batch_size: int = 32,
-    max_total_length: int = 512,
-) -> str:
-    """Start one `rtdemo evaluate` job per run (none picked: every trained run not yet scored)."""
-    owner = check_owner(owner)
-    picked = [runs] if isinstance(runs, str) else list(runs or [])
-    with ctx.store() as store:
-        exp = ctx.experiment(store, owner, experiment)
-        if not picked:
-            scored = latest_evaluations(store, exp)
-            trained = [r.name for r in list_runs(store, exp) if r.status == "trained"]
-            picked = [name for name in trained if name not in scored]
-            if not picked:
-                raise UserError(
-                    "no trained run is waiting for evaluation: train one in the Train tab, or "
-                    "pick runs in **Student runs** to evaluate them again"
-                )
-        jobs = _eval_jobs(store, owner, exp)
-        busy = {flag_value(j.argv, "--run") for j in jobs if j.status in ACTIVE}
-        if clash := sorted(set(picked) & busy):
-            raise UserError(f"run {clash[0]} is being evaluated already: wait for it")
-        ctx.quotas.check_running(owner, len(ctx.active_jobs(store, owner)) + len(picked) - 1)
-    size = int(batch_size or 0), int(max_total_length or 0)
-    started: list[str] = []
-    for run in picked:
-        argv = ["evaluate", "--experiment", exp.name, "--run", run, "--batch-size", str(size[0])]
-        try:
-            job = ctx.start_command(owner, [*argv, "--max-total-length", str(size[1])])
-        except UserError as err:
-            if not started:
-                raise
-            return f"Evaluating {'; '.join(started)}.\n\n⚠️ {run} did not start: {err}"
-        started.append(f"**{run}**: job {job.id} {job.status}")
-    return "Evaluating " + "; ".join(started) + "."
-
-
-def teacher_argv(store: Store, owner: str, exp: Experiment) -> tuple[list[str], bool]:
-    """The `rtdemo generate` arguments that run the experiment's teacher greedily on its test
-    snapshot, and whether it needs an API key. The teacher is the one of the newest train-split
-    generation job (the Teacher tab's), else the built-in teacher that wrote the stored rationales.
-    """
-    if not store.count_questions(exp.id, "test"):
-        raise UserError(f"experiment {exp.name} has no test questions to evaluate on")
-    jobs = [
-        j
-        for j in list_jobs(store, owner, exp.id)
-        if j.kind == "generate" and flag_value(j.argv, "--split") in (None, "train")
-    ]
-    if jobs:
-        base, skip = [], False
-        for token in jobs[0].argv:
-            if skip:
-                skip = False
-            elif token in _REPLACED:
-                skip = True
-            elif not token.startswith(tuple(f"{f}=" for f in _REPLACED)):
-                base.append(token)
-        needs_key = bool(jobs[0].env_names)
-    else:
-        samples = load_samples(store, exp.id, split="train")
-        models = {s.model for s in samples if s.teacher == "builtin"}
-        if not models:
-            raise UserError(
-                "no teacher to run here: generate rationales in the Teacher tab first (or run "
-                "your teacher there on the test split: 1 sample, temperature 0)"
-            )
-        rate = sorted(models)[0].removeprefix("builtin-err")
-        base = ["generate", "--experiment", exp.name, "--stored-questions"]
-        base += [*exp.config.get("source_argv", []), "--teacher", "builtin", "--error-rate", rate]
-        needs_key = False
-    if "--stored-questions" not in base:  # the snapshot's test questions, never a reloaded source
-        base.append("--stored-questions")
-    return [*base, "--split", "test", "--samples", "1", "--temperature", "0"], needs_key
-
-
-def evaluate_teacher(
-    ctx: AppContext, owner: str | None, experiment: str | None, api_key: str = ""
-) -> str:
-    """Start the teacher's greedy generation on the test split (its accuracy in the table)."""
-    owner = check_owner(owner)
-    with ctx.store() as store:
-        exp = ctx.experiment(store, owner, experiment)
-        argv, needs_key = teacher_argv(store, owner, exp)
-        tests = store.count_questions(exp.id, "test")
-    if needs_key and not (api_key or "").strip():
-        raise UserError(
-            "this teacher needs its API key: type it in **Teacher API key** (used for this job "
-            "only, never stored)"
-        )
-    ctx.quotas.check_samples(owner, tests, 1)
-    secrets = {KEY_ENV: api_key.strip()} if needs_key else None
-    job = ctx.start_command(owner, argv, secrets_env=secrets)
-    return f"Teacher on {tests} test questions: job {job.id} {job.status}."
-
-
-class EvaluationView(NamedTuple):
-    """The experiment's current evaluation job as the tab shows it."""
-
-    status: str
-    percent: float
-    log: str
-    active: bool
-
-
-def evaluation_status(ctx: AppContext, owner: str | None, experiment: str | None) -> EvaluationView:
-    """The running evaluation (student or teacher) of the experiment, else its newest one."""
-    if not owner or not experiment:
-        return EvaluationView("Pick an experiment above.", 0.0, "", False)
-    with ctx.store() as store:
-        exp = ctx.experiment(store, owner, experiment)
-        jobs = _eval_jobs(store, owner, exp)
-    job = next((j for j in jobs if j.status == "running"), jobs[0] if jobs else None)
-    if job is None:
-        return EvaluationView("No evaluation yet.", 0.0, "", False)
-    status, fraction, log = job_status(job)
-    who = flag_value(job.argv, "--run") if job.kind == "evaluate" else "the teacher"
-    status += f"\n\nEvaluating **{who}** on the test split."
-    active = any(j.status in ACTIVE for j in jobs)
-    return EvaluationView(status, round(100 * fraction, 1), log, active)
-
-
-def cancel_evaluation(ctx: AppContext, owner: str | None, experiment: str | None) -> str:
-    """Cancel the experiment's running evaluation (else its newest queued one)."""
-    owner = check_owner(owner)
-    with ctx.store() as store:
-        exp = ctx.experiment(store, owner, experiment)
-        active = [j for j in _eval_jobs(store, owner, exp) if j.status in ACTIVE]
-        if not active:
-            raise UserError("no evaluation is queued or running: nothing to cancel")
-        job = next((j for j in active if j.status == "running"), active[0])
-        cancel_job(store, job.id, owner)
-    return f"Cancelling job {job.id}: questions answered so far are kept as a partial score."
-
-
-def results_table(
-    ctx: AppContext, owner: str | None, experiment: str | None
-) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """The comparison table (text cells) and the bar chart's data (who, accuracy %, series)."""
-    table, bars = [], []
-    if owner and experiment:
-        with ctx.store() as store:
-            exp = ctx.experiment(store, owner, experiment)
-            rows = comparison_rows(store, exp, get_task(exp.task).answer)
-            table, bars = comparison_table(rows, store.count_questions(exp.id, "test"))
-    # No bars: no chart (an empty frame would fix the plot's colour scale to nothing for good).
-    chart = pd.DataFrame(bars, columns=["who", "accuracy", "series"]) if bars else None
-    return pd.DataFrame(table, columns=TABLE_COLUMNS), chart
-
-
-def prediction_subjects(ctx: AppContext, owner: str | None, experiment: str | None) -> list[str]:
-    """Who has predictions to browse: evaluated runs, and teachers run on the test split."""
-    if not owner or not experiment:
-        return []
-    with ctx.store() as store:
-        exp = ctx.experiment(store, owner, experiment)
-        rows = comparison_rows(store, exp, get_task(exp.task).answer)
-    return [r["who"] for r in rows if r["metrics"] is not None]
-
-
-def predictions(
-    ctx: AppContext,
-    owner: str | None,
-    experiment: str | None,
-    subject: str | None,
-    failures_only: bool = False,
-) -> tuple[pd.DataFrame, str]:
-    """One subject's per-question predictions, failures first (text cells), and a summary."""
-    owner = check_owner(owner)
-    if not subject:
-        raise UserError("pick whose predictions to show in **Predictions of**")
-    with ctx.store() as store:
-        exp = ctx.experiment(store, owner, experiment)
-        rows = subject_predictions(store, exp, subject)
-    if not rows:
-        raise UserError(f"{subject} has no test predictions yet: evaluate it first")
-    wrong = sum(1 for p in rows if not p.get("correct"))
-    shown = [p for p in rows if not p.get("correct")] if failures_only else rows
-    data = [
-        [
-            str(p.get("index", "")),
-            "yes" if p.get("correct") else "no",
-            str(p.get("question") or ""),
-            str(p.get("answer") or ""),
-            "—" if p.get("prediction") is None else str(p["prediction"]),
-            str(p.get("output") or ""),
-        ]
-        for p in shown
-    ]
-    summary = f"{subject}: {wrong} of {len(rows)} wrong (shown first)."
-    return pd.DataFrame(data, columns=PREDICTION_COLUMNS), summary
+from rtdemo.results import TABLE_COLUMNS
+from rtdemo.ui.evaluate_actions import (
+    PREDICTION_COLUMNS,
+    cancel_evaluation,
+    evaluate_teacher,
+    evaluation_status,
+    prediction_subjects,
+    predictions,
+    results_table,
+    start_evaluation,
+    trained_runs,
+)
+from rtdemo.ui.session import AppContext, shown_errors
 
 
 def build_evaluate_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) -> None:

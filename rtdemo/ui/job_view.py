@@ -6,11 +6,38 @@ newest job of their kind after a reload (the job lives in the store, not in the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rtdemo.jobs import Job, last_progress, tail_log
 
 ICONS = {"queued": "⏳", "running": "▶️", "done": "✅", "failed": "❌", "cancelled": "⏹️"}
+# What a resume of a failed or cancelled job keeps, per kind: only what is true of that kind.
+RESUME_NOTES = {
+    "generate": (
+        "Every finished sample is kept: **Resume** (or starting the same generation again) "
+        "skips them and generates only the rest."
+    ),
+    "train": (
+        "**Resume** continues from the last checkpoint, saved at each epoch and when a job is "
+        "cancelled: steps after it are trained again (with no checkpoint yet, from step 1)."
+    ),
+    "evaluate": (
+        "An evaluation does not continue part-way: running it again (**Evaluate**, or "
+        "`rtdemo jobs resume {id}`) scores every question from the first."
+    ),
+}
+RESUME_OTHER = "**Resume** runs it again."
+
+
+def flag_value(argv: Sequence[str], flag: str) -> str | None:
+    """The value of `flag` in a job's argv (`--flag value` or `--flag=value`), else None."""
+    for i, token in enumerate(argv):
+        if token == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if token.startswith(f"{flag}="):
+            return token.split("=", 1)[1]
+    return None
 
 
 def _seconds(value: Any) -> str:
@@ -55,6 +82,11 @@ def describe_progress(record: dict[str, Any] | None) -> str:
     return " · ".join(parts)
 
 
+def resume_note(job: Job) -> str:
+    """What resuming the stopped `job` keeps and redoes, in the words of its kind."""
+    return RESUME_NOTES.get(job.kind, RESUME_OTHER).format(id=job.id)
+
+
 def job_status(job: Job | None) -> tuple[str, float, str]:
     """Markdown status, progress fraction in [0, 1], and the last lines of the job's log."""
     if job is None:
@@ -67,6 +99,6 @@ def job_status(job: Job | None) -> tuple[str, float, str]:
     if job.error:
         status += f"\n\n⚠️ {job.error}"
     if job.status in ("failed", "cancelled"):
-        status += "\n\nNothing done so far is lost: **Resume** continues where it stopped."
+        status += "\n\n" + resume_note(job)
     fraction = 1.0 if job.status == "done" else progress_fraction(record)
     return status, fraction, tail_log(job, 30)

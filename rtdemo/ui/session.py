@@ -7,6 +7,8 @@ digits): a visitor cannot claim `hf:someone`.
 
 Jobs: tabs start the same commands the CLI runs, in the background (`start_command`): the
 command's own checks run first, so bad settings fail in the tab before any job exists.
+
+Messages: a handler's `UserError` is shown in its tab as a "⚠️ message" line (`shown_errors`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import wraps
 from pathlib import Path
+from typing import Any
 
 from rtdemo.errors import UserError
 from rtdemo.jobs import Job, list_jobs
@@ -132,3 +136,16 @@ def cli_text(argv: Sequence[str]) -> str:
     import shlex
 
     return "rtdemo " + " ".join(shlex.quote(str(a)) for a in argv)
+
+
+def shown_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` with a `UserError` turned into a "⚠️ message" line for the tab's message box."""
+
+    @wraps(fn)  # API clients see `fn`'s parameter names
+    def wrapped(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except UserError as err:
+            return f"⚠️ {err}"
+
+    return wrapped

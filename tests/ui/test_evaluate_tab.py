@@ -13,7 +13,7 @@ from rtdemo.generation import GenerationSettings, run_generation
 from rtdemo.jobs import get_job
 from rtdemo.tasks import get_task
 from rtdemo.teachers.builtin import BuiltinTeacher
-from rtdemo.ui.evaluate_tab import (
+from rtdemo.ui.evaluate_actions import (
     evaluate_teacher,
     evaluation_status,
     prediction_subjects,
@@ -22,7 +22,7 @@ from rtdemo.ui.evaluate_tab import (
     start_evaluation,
     teacher_argv,
 )
-from rtdemo.ui.train_tab import start_training
+from rtdemo.ui.train_actions import start_training
 from tests.ui import test_train_tab as train_tests
 from tests.ui.test_train_tab import OTHER, tiny, wait_for, wait_until_idle
 

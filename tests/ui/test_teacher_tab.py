@@ -29,7 +29,7 @@ from rtdemo.samples import load_samples
 from rtdemo.store import Store
 from rtdemo.ui.experiments import TaskChoice, create_experiment
 from rtdemo.ui.session import AppContext
-from rtdemo.ui.teacher_tab import (
+from rtdemo.ui.teacher_actions import (
     TeacherChoice,
     cancel_generation,
     estimate_generation,
@@ -217,7 +217,8 @@ def test_cancel_resume_owners_and_the_key_stays_off_disk(ui_ctx, owner, letters_
         assert wait_ended(ui_ctx, owner).status == "cancelled"
         stopped = len(samples_of(ui_ctx, owner))
         assert 0 < stopped < 28
-        assert "**cancelled**" in generation_status(ui_ctx, owner, "letters")[0]
+        shown = generation_status(ui_ctx, owner, "letters")[0]
+        assert "**cancelled**" in shown and "Every finished sample is kept" in shown
         with pytest.raises(UserError, match="type the API key again"):
             resume_generation(ui_ctx, owner, "letters", "")
         assert "Resumed job" in resume_generation(ui_ctx, owner, "letters", key)

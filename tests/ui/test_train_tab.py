@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from rtdemo.quotas import Quotas
 from rtdemo.tasks import get_task
 from rtdemo.teachers.builtin import BuiltinTeacher
 from rtdemo.ui.session import AppContext
-from rtdemo.ui.train_tab import (
+from rtdemo.ui.train_actions import (
     TrainForm,
     cancel_training,
     resume_training,
@@ -183,6 +184,10 @@ def test_both_formats_train_one_after_the_other_with_a_loss_curve(ui_ctx, owner,
     assert view.percent == 100.0
     assert list(view.loss["step"]) == [1, 2, 3, 4, 5] and (view.loss["loss"] > 0).all()
     assert "trained vanilla: 5 steps" in view.log
+    # The log says how training went, not only that it ended (first and last step here).
+    for step in (1, 5):
+        line = rf"step {step}/5, loss [\d.]+, lr [\d.e+-]+, \d+ tokens/s, ETA [\d.]+ (s|min)"
+        assert re.search(line, view.log), view.log
     # A trained name is not trained again: the message says what to type instead.
     with pytest.raises(UserError, match=r"'cot' is already trained.*e\.g\. cot-2"):
         start_training(ui_ctx, owner, kept, tiny())
@@ -196,6 +201,7 @@ def test_a_cancelled_training_keeps_its_steps_and_resume_finishes_it(ui_ctx, own
     assert "Cancelling job 1 (run vanilla)" in cancel_training(ui_ctx, owner, kept)
     stopped = wait_until_idle(ui_ctx, owner, kept, 60)
     assert "**cancelled**" in stopped.status and "**Resume**" in stopped.status
+    assert "continues from the last checkpoint, saved at each epoch and when" in stopped.status
     done_steps = list(stopped.loss["step"])
     assert 2 <= done_steps[-1] < 40
     # Starting the same run again points at Resume instead of starting over.
@@ -222,7 +228,8 @@ def test_a_failed_training_says_so_in_the_tab_and_resume_finishes_it(ui_ctx, own
         wait_for(lambda: jobs.refresh_stale(store, stale_after=1.0), 20, "stale detection")
     view = training_status(ui_ctx, owner, kept)
     assert "**failed**" in view.status and f"⚠️ {jobs.STALE_ERROR}" in view.status
-    assert "Nothing done so far is lost" in view.status and not view.active
+    assert "**Resume** continues from the last checkpoint" in view.status and not view.active
+    assert "Nothing done so far is lost" not in view.status  # not true of training
     assert len(view.loss) >= 2  # the steps it made are still shown
 
     assert resume_training(ui_ctx, owner, kept).startswith("Resumed job 1 (run vanilla)")

@@ -1,0 +1,228 @@
+"""The Teacher tab's handlers: what a generation would cost, start, watch, cancel and resume it.
+
+Plain functions `(ctx, owner, experiment_name, ...)` over the core (no Gradio) that raise
+`UserError` for what a user can fix; `teacher_tab.py` lays out the tab and shows those as a "⚠️"
+line. Generation runs as the `rtdemo generate` command in a background job
+(`AppContext.start_command`), on exactly the questions the experiment snapshotted
+(`--stored-questions`). An API key reaches the job through its environment only (never argv, the
+store, a file or a log); a resume asks for it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rtdemo.commands.generate import KEY_ENV, estimate_of
+from rtdemo.errors import UserError
+from rtdemo.jobs import Job, cancel_job, resume_job
+from rtdemo.samples import load_samples
+from rtdemo.store import Experiment
+from rtdemo.ui.job_view import job_status
+from rtdemo.ui.session import ACTIVE, AppContext, check_owner, cli_text, keep_upload
+
+KINDS = ["generate"]
+
+# The newest samples, as a table of plain text (never Markdown or HTML: a teacher wrote it).
+SAMPLE_COLUMNS = {
+    "split": "str",
+    "#": "number",
+    "sample": "number",
+    "status": "str",
+    "correct": "bool",
+    "prediction": "str",
+    "rationale": "str",
+    "teacher answer": "str",
+    "error": "str",
+}
+NEWEST = 30  # samples shown while watching
+
+
+@dataclass(frozen=True)
+class TeacherChoice:
+    """What the tab's controls describe: a teacher and how to sample it."""
+
+    teacher: str = "builtin"
+    base_url: str = ""
+    model: str = ""
+    mode: str = "chat"
+    replay_file: str | None = None
+    split: str = "train"
+    samples: int = 1  # D
+    temperature: float = 0.0
+    max_tokens: int = 128
+    concurrency: int = 8
+    budget: float | None = None  # USD; None or 0 = no budget
+    limit: int = 0  # the first N questions of the split; 0 = all
+
+    def argv(self, exp: Experiment, replay: Path | None = None) -> list[str]:
+        """The `rtdemo generate` arguments: no key, workspace or owner (the session adds those)."""
+        if self.teacher in ("openai", "hf") and not self.model.strip():
+            raise UserError("type the teacher's model name (a model id, or a folder for local)")
+        if self.teacher == "replay" and replay is None:
+            raise UserError("upload a completion file to replay (the paper's or an export)")
+        # The snapshot's source flags only say how answers are read: nothing is reloaded.
+        argv = ["generate", "--experiment", exp.name, "--stored-questions"]
+        argv += [*exp.config.get("source_argv", []), "--split", self.split]
+        argv += ["--teacher", self.teacher]
+        if self.teacher == "openai" and self.base_url.strip():
+            argv += ["--base-url", self.base_url.strip()]
+        if self.teacher in ("openai", "hf"):
+            argv += ["--model", self.model.strip()]
+        if self.teacher == "openai":
+            argv += ["--mode", self.mode]
+        if replay is not None:
+            argv += ["--replay-file", str(replay)]
+        argv += ["--samples", str(int(self.samples)), "--temperature", f"{self.temperature:g}"]
+        argv += ["--max-tokens", str(int(self.max_tokens))]
+        argv += ["--concurrency", str(int(self.concurrency))]
+        if self.budget:
+            argv += ["--budget", f"{self.budget:g}"]
+        if self.limit:
+            argv += ["--limit", str(int(self.limit))]
+        return argv
+
+
+def _secrets(choice: TeacherChoice, key: str | None) -> dict[str, str]:
+    """The key for the job's environment: only an OpenAI-compatible teacher gets one."""
+    return {KEY_ENV: key.strip()} if choice.teacher == "openai" and key and key.strip() else {}
+
+
+def _command(argv: list[str], choice: TeacherChoice) -> str:
+    lines = ["# --stored-questions: this experiment's snapshot; elsewhere use --task KEY instead"]
+    if choice.teacher == "openai":
+        lines.append(f"# the key comes from ${KEY_ENV} (there is no flag for it)")
+    return "\n".join([*lines, cli_text(argv)])
+
+
+def estimate_generation(
+    ctx: AppContext, owner: str | None, experiment: str | None, choice: TeacherChoice, key: str = ""
+) -> tuple[str, str]:
+    """What a generation would request and cost (nothing is requested), and its command line."""
+    owner = check_owner(owner)
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, experiment)
+    replay = Path(choice.replay_file) if choice.replay_file else None
+    argv = choice.argv(exp, replay)
+    from rtdemo.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["estimate", *argv[1:], "--workspace", str(ctx.workspace), "--owner", owner]
+    )
+    args.secret_env = _secrets(choice, key)  # never the server's own key
+    label, est = estimate_of(args, need_key=False)
+    text = f"**Estimate** — teacher {label}: {est.describe()}"
+    if choice.budget and est.cost_max is None:
+        text += "\n\n⚠️ a budget needs a price for this model: add it to prices.yaml"
+    return text, _command(argv, choice)
+
+
+def start_generation(
+    ctx: AppContext, owner: str | None, experiment: str | None, choice: TeacherChoice, key: str = ""
+) -> tuple[str, str]:
+    """Start the generation job; a status line and the equivalent command line."""
+    owner = check_owner(owner)
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, experiment)
+        count = store.count_questions(exp.id, choice.split)
+    if choice.teacher == "openai" and not _secrets(choice, key):
+        raise UserError(
+            "type the API key of the OpenAI-compatible server (a local server "
+            "without authentication accepts any non-empty value)"
+        )
+    questions = min(count, int(choice.limit)) if choice.limit else count
+    ctx.quotas.check_samples(owner, questions, int(choice.samples))
+    # Kept in the owner's folder: the job (and a resume) reads it after Gradio's copy is gone.
+    replay = keep_upload(ctx, owner, choice.replay_file) if choice.replay_file else None
+    argv = choice.argv(exp, replay)
+    try:
+        job = ctx.start_command(owner, argv, secrets_env=_secrets(choice, key))
+    except ValueError as err:  # an argument that looks like a secret (a key pasted as a model)
+        raise UserError(str(err)) from None
+    message = (
+        f"Started job {job.id}: {choice.samples} sample(s) × {questions} {choice.split} "
+        "questions. It runs on the server: you may close this page and come back."
+    )
+    return message, _command(argv, choice)
+
+
+def watch_generation(
+    ctx: AppContext, owner: str | None, experiment: str | None
+) -> tuple[Job | None, tuple[str, float, str, list[list[Any]]]]:
+    """The newest generation job (None: none yet) and what the tab shows of it: status line,
+    progress, log tail and newest samples."""
+    if not owner or not experiment:
+        return None, ("No experiment selected.", 0.0, "", [])
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, experiment)
+        job = ctx.latest_job(store, owner, exp, KINDS)
+        rows = _newest_samples(store, exp, job) if job is not None else []
+    return job, (*job_status(job), rows)
+
+
+def _job_split(job: Job) -> str:
+    argv = job.argv
+    return argv[argv.index("--split") + 1] if "--split" in argv[:-1] else "train"
+
+
+def _newest_samples(store, exp: Experiment, job: Job) -> list[list[Any]]:
+    """The newest samples of the job's split; teacher text stays plain text in a table."""
+    samples = sorted(load_samples(store, exp.id, split=_job_split(job)), key=lambda s: -s.id)
+    return [
+        [
+            s.split,
+            s.idx,
+            s.sample_index,
+            s.status,
+            s.correct,
+            s.prediction or "",
+            s.rationale or "",
+            s.answer_text or "",
+            s.error or "",
+        ]
+        for s in samples[:NEWEST]
+    ]
+
+
+def generation_status(
+    ctx: AppContext, owner: str | None, experiment: str | None
+) -> tuple[str, float, str, list[list[Any]]]:
+    """The experiment's newest generation job: status line, progress, log tail, newest samples."""
+    return watch_generation(ctx, owner, experiment)[1]
+
+
+def _latest(ctx: AppContext, owner: str | None, experiment: str | None) -> Job:
+    owner = check_owner(owner)
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, experiment)
+        job = ctx.latest_job(store, owner, exp, KINDS)
+    if job is None:
+        raise UserError(f"experiment {exp.name} has no generation job yet: press Start")
+    return job
+
+
+def cancel_generation(ctx: AppContext, owner: str | None, experiment: str | None) -> str:
+    """Ask the experiment's running generation job to stop (what it stored is kept)."""
+    job = _latest(ctx, owner, experiment)
+    with ctx.store() as store:
+        cancel_job(store, job.id, job.owner)
+    return f"Cancel requested for job {job.id}: it stops after the requests in flight."
+
+
+def resume_generation(
+    ctx: AppContext, owner: str | None, experiment: str | None, key: str = ""
+) -> str:
+    """Start the experiment's failed or cancelled generation job again, where it stopped."""
+    job = _latest(ctx, owner, experiment)
+    env = {KEY_ENV: key.strip()} if key and key.strip() and KEY_ENV in job.env_names else {}
+    if KEY_ENV in job.env_names and not env:
+        raise UserError(
+            f"job {job.id} uses an OpenAI-compatible teacher: type the API key again (keys are "
+            "never stored, not even for a resume), then press Resume"
+        )
+    with ctx.store() as store:
+        if job.status not in ACTIVE:
+            ctx.quotas.check_running(job.owner, len(ctx.active_jobs(store, job.owner)))
+        resume_job(store, job.id, job.owner, env=env)
+    return f"Resumed job {job.id}: it continues where it stopped, nothing is requested twice."

@@ -1,0 +1,280 @@
+"""The Train tab's handlers: the form's runs and command line, start, watch, cancel and resume.
+
+Plain functions over the core (no Gradio; the tests call them directly) that raise `UserError` for
+what a user can fix; `train_tab.py` lays out the tab and wires them. Every start goes through
+`rtdemo train` itself (`AppContext.start_command`), so its checks (unknown student, batch size 0,
+no kept samples, a seq2seq student given a causal recipe) fail in the tab before any job exists.
+"both" starts two jobs: the torch queue runs them one after the other.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from rtdemo.errors import UserError
+from rtdemo.jobs import Job, cancel_job, list_jobs, read_progress, resume_job
+from rtdemo.runs import list_runs
+from rtdemo.store import Experiment, Store
+from rtdemo.ui.job_view import flag_value, job_status
+from rtdemo.ui.session import ACTIVE, AppContext, check_owner, cli_text
+
+FORMATS = {"Fine-tune-CoT": ("cot",), "vanilla baseline": ("vanilla",), "both": ("cot", "vanilla")}
+RECIPE_DEFAULTS = {"tiny": (16, 3e-3), "paper": (8, 3e-4)}  # batch size, learning rate
+DEFAULT_STEPS = 200  # a few minutes of the tiny student on a 2-vCPU Space
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # it becomes a folder name
+
+
+@dataclass(frozen=True)
+class TrainForm:
+    """The tab's settings; `max_steps` 0 trains for `epochs` instead."""
+
+    student: str = "tiny"
+    recipe: str = "tiny"
+    method: str = "full"
+    formats: str = "both"
+    run_name: str = ""
+    max_steps: int = DEFAULT_STEPS
+    epochs: float = 20
+    batch_size: int = RECIPE_DEFAULTS["tiny"][0]
+    learning_rate: float = RECIPE_DEFAULTS["tiny"][1]
+    samples_per_question: int = 1
+    filter_answers: bool = True
+
+    @classmethod
+    def of(cls, *values: Any) -> TrainForm:
+        """The form from the components' values in field order (Gradio numbers come as floats)."""
+        form = cls(*values)
+        return cls(
+            student=(form.student or "tiny").strip(),
+            recipe=form.recipe or "tiny",
+            method=form.method or "full",
+            formats=form.formats or "both",
+            run_name=(form.run_name or "").strip(),
+            max_steps=int(form.max_steps or 0),
+            epochs=float(form.epochs or 0),
+            batch_size=int(form.batch_size or 0),
+            learning_rate=float(form.learning_rate or 0),
+            samples_per_question=int(form.samples_per_question or 1),
+            filter_answers=bool(form.filter_answers),
+        )
+
+    def runs(self) -> list[tuple[str, str]]:
+        """(run name, format) of each run to start: `cot`/`vanilla`, or the typed name."""
+        if self.formats not in FORMATS:
+            raise UserError(f"format must be one of {', '.join(FORMATS)}")
+        if self.max_steps < 0:
+            raise UserError("Max steps must be 0 (train for Epochs instead) or more")
+        if self.samples_per_question < 1:
+            raise UserError("Samples per question (D) must be 1 or more: the first D of each")
+        fmts = FORMATS[self.formats]
+        if not self.run_name:
+            return [(f, f) for f in fmts]
+        if not _RUN_NAME.fullmatch(self.run_name) or self.run_name.startswith("teacher"):
+            raise UserError(
+                f"run name {self.run_name!r}: use letters, digits, '.', '_' or '-' (up to 64, "
+                "not starting with 'teacher'), e.g. cot-long"
+            )
+        if len(fmts) == 1:
+            return [(self.run_name, fmts[0])]
+        return [(f"{self.run_name}-{f}", f) for f in fmts]
+
+    def overrides(self) -> dict[str, Any]:
+        """The `TrainSettings` overrides these settings make (as `rtdemo train` builds them)."""
+        steps = {"max_steps": self.max_steps} if self.max_steps > 0 else {"epochs": self.epochs}
+        return {
+            "method": self.method,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            **steps,
+        }
+
+    def argv(self, experiment: str, run: str, fmt: str) -> list[str]:
+        """The `rtdemo train` arguments of one run."""
+        argv = ["train", "--experiment", experiment, "--run", run, "--format", fmt]
+        argv += ["--student", self.student, "--recipe", self.recipe, "--method", self.method]
+        argv += ["--batch-size", str(self.batch_size), "--lr", f"{self.learning_rate:g}"]
+        if self.max_steps > 0:
+            argv += ["--max-steps", str(self.max_steps)]
+        else:
+            argv += ["--epochs", f"{self.epochs:g}"]
+        if fmt == "cot":
+            argv += ["--samples-per-question", str(self.samples_per_question)]
+            argv += [] if self.filter_answers else ["--no-filter"]
+        return argv
+
+
+def train_command(experiment: str | None, form: TrainForm) -> str:
+    """The equivalent command line(s) of the form, or a note on what is missing."""
+    try:
+        runs = form.runs()
+    except UserError as err:
+        return f"# {err}"
+    return "\n".join(cli_text(form.argv(experiment or "EXPERIMENT", r, f)) for r, f in runs)
+
+
+def _train_jobs(store: Store, owner: str, exp: Experiment) -> list[Job]:
+    return [j for j in list_jobs(store, owner, exp.id) if j.kind == "train"]
+
+
+def _free_name(taken: set[str], name: str) -> str:
+    n = 2
+    while f"{name}-{n}" in taken:
+        n += 1
+    return f"{name}-{n}"
+
+
+def _check_run_free(store: Store, exp: Experiment, jobs: list[Job], name: str) -> None:
+    """Refuse a run name that is trained, being trained, or left unfinished (say what to do)."""
+    runs = {r.name: r for r in list_runs(store, exp)}
+    taken = set(runs) | {flag_value(j.argv, "--run") or "" for j in jobs}
+    if name in runs and runs[name].status == "trained":
+        raise UserError(
+            f"a run named {name!r} is already trained in {exp.name}: type another **Run name** "
+            f"(e.g. {_free_name(taken, name)}), or evaluate it in the Evaluate tab"
+        )
+    newest = next((j for j in jobs if flag_value(j.argv, "--run") == name), None)
+    if newest is not None and newest.status in ACTIVE:
+        raise UserError(
+            f"run {name!r} is being trained by job {newest.id} ({newest.status}): wait for it, "
+            "or press **Cancel**"
+        )
+    if newest is not None and newest.status in ("failed", "cancelled"):
+        raise UserError(
+            f"run {name!r} stopped before the end (job {newest.id}, {newest.status}): press "
+            f"**Resume** to continue it, or type another **Run name** "
+            f"(e.g. {_free_name(taken, name)})"
+        )
+
+
+def planned_steps(form: TrainForm, examples: int) -> int:
+    """Optimizer steps the run will take at most (`examples`: an upper bound of its records)."""
+    from rtdemo.recipes import settings_for
+
+    settings = settings_for(form.student, form.recipe, form.overrides())  # bad settings: now
+    if settings.max_steps:
+        return settings.max_steps
+    per_step = settings.batch_size * settings.grad_accum
+    return math.ceil(max(examples, 1) / per_step) * math.ceil(settings.epochs)
+
+
+def start_training(
+    ctx: AppContext, owner: str | None, experiment: str | None, form: TrainForm
+) -> tuple[str, str]:
+    """Start the form's run(s) as background jobs; a status line and the equivalent command."""
+    owner = check_owner(owner)
+    runs = form.runs()
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, experiment)
+        jobs = _train_jobs(store, owner, exp)
+        for name, _ in runs:
+            _check_run_free(store, exp, jobs, name)
+        active = len(ctx.active_jobs(store, owner))
+        questions = store.count_questions(exp.id, "train")
+    if not questions:
+        raise UserError(f"experiment {exp.name} has no training questions")
+    for _, fmt in runs:  # a cot run keeps at most D samples per question
+        d = form.samples_per_question if fmt == "cot" else 1
+        ctx.quotas.check_steps(owner, planned_steps(form, questions * d))
+    ctx.quotas.check_running(owner, active + len(runs) - 1)  # "both" needs two places
+    command = train_command(exp.name, form)
+    started: list[str] = []
+    for name, fmt in runs:  # cot first: it is the one that can lack kept samples
+        try:
+            job = ctx.start_command(owner, form.argv(exp.name, name, fmt))
+        except UserError as err:
+            if not started:
+                raise
+            return " ".join(started) + f"\n\n⚠️ run {name} did not start: {err}", command
+        state = "queued (it runs after the job before it)" if job.status == "queued" else "started"
+        started.append(f"Run **{name}** ({fmt}): job {job.id} {state}.")
+    return " ".join(started), command
+
+
+class TrainingView(NamedTuple):
+    """What the tab shows of the experiment's current training job."""
+
+    status: str
+    percent: float
+    loss: pd.DataFrame
+    log: str
+    active: bool
+
+
+def loss_frame(job: Job | None) -> pd.DataFrame:
+    """Step and loss of every progress record (a resumed job's repeated steps: the newest)."""
+    points = {}
+    for record in read_progress(job) if job else []:
+        if record.get("step") is not None and record.get("loss") is not None:
+            points[int(record["step"])] = float(record["loss"])
+    steps = sorted(points)
+    return pd.DataFrame({"step": steps, "loss": [points[s] for s in steps]})
+
+
+def training_status(ctx: AppContext, owner: str | None, experiment: str | None) -> TrainingView:
+    """The running training job of the experiment, else its newest one; re-attaches on reload."""
+    if not owner or not experiment:
+        return TrainingView("Pick an experiment above.", 0.0, loss_frame(None), "", False)
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, experiment)
+        jobs = _train_jobs(store, owner, exp)
+    job = next((j for j in jobs if j.status == "running"), jobs[0] if jobs else None)
+    if job is None:
+        return TrainingView("No training yet.", 0.0, loss_frame(None), "", False)
+    status, fraction, log = job_status(job)
+    run = flag_value(job.argv, "--run")
+    status += f"\n\nRun **{run}** ({flag_value(job.argv, '--format')}), student "
+    status += f"{flag_value(job.argv, '--student') or 'tiny'}."
+    if job.status == "done":
+        status += " Next: evaluate it in the **Evaluate** tab."
+    others = [j for j in jobs if j.status in ACTIVE and j.id != job.id]
+    if others:
+        status += " Also " + ", ".join(
+            f"{j.status}: run {flag_value(j.argv, '--run')} (job {j.id})" for j in others
+        )
+    active = any(j.status in ACTIVE for j in jobs)
+    return TrainingView(status, round(100 * fraction, 1), loss_frame(job), log, active)
+
+
+def cancel_training(ctx: AppContext, owner: str | None, experiment: str | None) -> str:
+    """Cancel the experiment's running training job (else its newest queued one)."""
+    owner = check_owner(owner)
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, experiment)
+        active = [j for j in _train_jobs(store, owner, exp) if j.status in ACTIVE]
+        if not active:
+            raise UserError(f"no training of {exp.name} is queued or running: nothing to cancel")
+        job = next((j for j in active if j.status == "running"), active[0])
+        cancel_job(store, job.id, owner)
+    message = (
+        f"Cancelling job {job.id} (run {flag_value(job.argv, '--run')}): it stops after the "
+        "current step and keeps a checkpoint; **Resume** continues from there."
+    )
+    if len(active) > 1:
+        message += " Another training job is still queued or running: **Cancel** again to stop it."
+    return message
+
+
+def resume_training(ctx: AppContext, owner: str | None, experiment: str | None) -> str:
+    """Resume the experiment's newest cancelled or failed training of a run not trained since."""
+    owner = check_owner(owner)
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, experiment)
+        trained = {r.name for r in list_runs(store, exp) if r.status == "trained"}
+        seen: set[str | None] = set()
+        job = None
+        for j in _train_jobs(store, owner, exp):  # newest first: a run's newest job decides
+            run = flag_value(j.argv, "--run")
+            if run not in seen and run not in trained and j.status in ("failed", "cancelled"):
+                job = j
+                break
+            seen.add(run)
+        if job is None:
+            raise UserError(f"no cancelled or failed training of {exp.name} to resume")
+        ctx.quotas.check_running(owner, len(ctx.active_jobs(store, owner)))
+        job = resume_job(store, job.id, owner)
+    return f"Resumed job {job.id} (run {flag_value(job.argv, '--run')}): {job.status}."

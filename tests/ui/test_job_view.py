@@ -1,0 +1,67 @@
+"""How a job looks in a tab: the resume note says what a resume keeps, per kind of job.
+
+.venv/bin/python -m pytest tests/ui/test_job_view.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rtdemo.jobs import Job
+from rtdemo.ui.job_view import flag_value, job_status, resume_note
+
+
+def a_job(tmp_path: Path, kind: str, status: str = "cancelled") -> Job:
+    """A job record with an empty run folder (no progress, no log)."""
+    return Job(
+        id=7,
+        owner="local",
+        experiment_id=1,
+        kind=kind,
+        status=status,
+        argv=[kind, "--run", "cot"],
+        env_names=[],
+        pid=None,
+        heartbeat_at=None,
+        run_dir=tmp_path,
+        error=None,
+        cancel_requested=status == "cancelled",
+        created_at="2025-01-01T00:00:00+00:00",
+        started_at=None,
+        ended_at=None,
+    )
+
+
+NOTES = {
+    "generate": ["Every finished sample is kept", "**Resume**", "skips them"],
+    "train": ["**Resume** continues from the last checkpoint", "at each epoch", "cancelled"],
+    "evaluate": ["does not continue part-way", "rtdemo jobs resume 7", "from the first"],
+}
+
+
+@pytest.mark.parametrize("kind", list(NOTES))
+@pytest.mark.parametrize("status", ["failed", "cancelled"])
+def test_a_stopped_job_says_what_resume_keeps_for_its_kind(tmp_path, kind, status):
+    shown, _, _ = job_status(a_job(tmp_path, kind, status))
+    assert f"**{status}**" in shown
+    for words in NOTES[kind]:
+        assert words in shown, shown
+    assert "Nothing done so far is lost" not in shown  # the old promise, untrue of training
+
+
+def test_only_a_stopped_job_gets_a_resume_note(tmp_path):
+    for status in ("queued", "running", "done"):
+        shown, _, _ = job_status(a_job(tmp_path, "train", status))
+        assert resume_note(a_job(tmp_path, "train")) not in shown
+
+
+def test_an_unknown_kind_promises_nothing_in_particular(tmp_path):
+    assert resume_note(a_job(tmp_path, "push")) == "**Resume** runs it again."
+
+
+def test_flag_value_reads_both_spellings():
+    assert flag_value(["train", "--run", "cot", "--format=vanilla"], "--run") == "cot"
+    assert flag_value(["train", "--run", "cot", "--format=vanilla"], "--format") == "vanilla"
+    assert flag_value(["train", "--run"], "--run") is None
