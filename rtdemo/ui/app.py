@@ -16,8 +16,10 @@ import gradio as gr
 
 from rtdemo.errors import UserError
 from rtdemo.quotas import on_spaces
+from rtdemo.ui.chat_tab import build_chat_tab
 from rtdemo.ui.evaluate_tab import build_evaluate_tab
 from rtdemo.ui.experiments import create_experiment, describe_experiment, experiment_names
+from rtdemo.ui.publish_tab import build_publish_tab
 from rtdemo.ui.review_tab import build_review_tab
 from rtdemo.ui.session import AppContext, resolve_owner
 from rtdemo.ui.task_tab import build_task_tab, task_choice
@@ -109,6 +111,10 @@ def build_app(workspace: str | Path | None = None) -> gr.Blocks:
             build_train_tab(ctx, owner, experiment)
         with gr.Tab("Evaluate"):
             build_evaluate_tab(ctx, owner, experiment)
+        with gr.Tab("Chat"):
+            build_chat_tab(ctx, owner, experiment)
+        with gr.Tab("Publish"):
+            build_publish_tab(ctx, owner, experiment)
 
         def load(stored: str | None, remembered: str | None, profile: gr.OAuthProfile | None):
             return start_session(ctx, stored, remembered, profile.username if profile else None)
