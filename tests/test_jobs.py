@@ -7,7 +7,6 @@ continues after its last record. Heartbeats every 0.2 s here (2 s in real use).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -15,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,6 +39,7 @@ from rtdemo.jobs import (
     tail_log,
 )
 from rtdemo.store import Store, workspace_path
+from tests.helpers import kill_job_processes, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "RTDEMO_TEST_KEY"
@@ -49,16 +49,6 @@ T = TypeVar("T")
 def sleeper(steps: int, seconds: float = 0.1, *extra: str) -> list[str]:
     """The argv of the fake workload."""
     return ["jobs", "_sleep", "--steps", str(steps), "--seconds", str(seconds), *extra]
-
-
-def wait_for(check: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def status(store: Store, job_id: int) -> str:
@@ -77,16 +67,7 @@ def workspace(monkeypatch) -> Iterator[Path]:
     monkeypatch.delenv(KEY, raising=False)
     path = workspace_path(None)
     yield path
-    with Store(path) as store:
-        rows = store.read("SELECT pid FROM jobs WHERE pid IS NOT NULL")
-    for (pid,) in rows:
-        if pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-    for child in list(jobs._CHILDREN.values()):
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=5)
-    jobs._CHILDREN.clear()
+    kill_job_processes(path)
 
 
 @pytest.fixture

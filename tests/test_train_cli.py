@@ -10,14 +10,13 @@ apart. Children use one torch thread (OMP_NUM_THREADS=1) and beat every 0.2 s.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,6 +37,7 @@ from rtdemo.jobs import (
 )
 from rtdemo.runs import create_run, finish_run, get_run, latest_evaluations
 from rtdemo.store import Store, workspace_path
+from tests.helpers import kill_job_processes, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -49,16 +49,6 @@ STEPS = 100  # the cancelled and resumed job's max steps
 PROGRESS_KEYS = {"step", "total", "loss", "learning_rate", "tokens_per_second", "eta"}
 
 
-def wait_for(check: Callable[[], T], timeout: float, what: str) -> T:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 @pytest.fixture
 def workspace(monkeypatch) -> Iterator[Path]:
     """The test's workspace; every job process still alive at the end is killed."""
@@ -66,15 +56,7 @@ def workspace(monkeypatch) -> Iterator[Path]:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # children: one torch thread (2-core machine)
     path = workspace_path(None)
     yield path
-    if not (path / "rtdemo.sqlite3").exists():
-        return
-    with Store(path) as store:
-        rows = store.read("SELECT id, pid FROM jobs WHERE pid IS NOT NULL")
-    for job_id, pid in rows:
-        if pid_alive(pid, job_id):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-    jobs._CHILDREN.clear()
+    kill_job_processes(path)
 
 
 @pytest.fixture

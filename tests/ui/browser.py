@@ -13,10 +13,12 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import kill_job_processes
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "browser"
@@ -59,28 +61,13 @@ def app_server(workspace: Path, **env: str) -> Iterator[str]:
                 time.sleep(0.3)
         yield url
     finally:
-        stop_jobs(workspace)
+        kill_job_processes(workspace)  # they outlive the app by design
         proc.terminate()
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-
-
-def stop_jobs(workspace: Path) -> None:
-    """Kill the background jobs the app started (they outlive the app by design)."""
-    import signal
-
-    from rtdemo.store import Store
-
-    if not (workspace / "rtdemo.sqlite3").exists():
-        return
-    with Store(workspace) as store:
-        pids = [pid for (pid,) in store.read("SELECT pid FROM jobs WHERE pid IS NOT NULL")]
-    for pid in pids:
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
 
 
 def chromium_path() -> str:

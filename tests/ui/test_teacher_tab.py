@@ -7,26 +7,19 @@ ends is killed.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-from rtdemo import jobs
 from rtdemo.curation import export_jsonl
 from rtdemo.errors import UserError
 from rtdemo.jobs import Job, cancel_job, last_progress
 from rtdemo.quotas import Quotas
 from rtdemo.samples import load_samples
-from rtdemo.store import Store
 from rtdemo.ui.experiments import TaskChoice, create_experiment
 from rtdemo.ui.session import AppContext
 from rtdemo.ui.teacher_actions import (
@@ -38,6 +31,7 @@ from rtdemo.ui.teacher_actions import (
     start_generation,
 )
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.helpers import kill_job_processes, wait_for
 
 T = TypeVar("T")
 OTHER = "anon-ffffffffffffffff"
@@ -46,16 +40,6 @@ OTHER = "anon-ffffffffffffffff"
 def fresh_key() -> str:
     """A fake key made at run time (so secret scanners do not flag the source)."""
     return "sk-" + "canary" + uuid.uuid4().hex
-
-
-def wait_for(check: Callable[[], T], timeout: float = 60.0, what: str = "condition") -> T:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def latest(ctx: AppContext, owner: str, name: str = "letters") -> Job | None:
@@ -82,18 +66,7 @@ def _jobs_cleaned_up(tmp_path: Path, monkeypatch) -> Iterator[None]:
     monkeypatch.setenv("RTDEMO_JOB_HEARTBEAT_S", "0.2")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     yield
-    database = tmp_path / "workspace" / "rtdemo.sqlite3"
-    if database.exists():
-        with Store(database.parent) as store:
-            pids = [row[0] for row in store.read("SELECT pid FROM jobs WHERE pid IS NOT NULL")]
-        for pid in pids:
-            if jobs.pid_alive(pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-    for child in list(jobs._CHILDREN.values()):
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=5)
-    jobs._CHILDREN.clear()
+    kill_job_processes(tmp_path / "workspace")
 
 
 def test_estimate_is_free_for_builtin_priced_for_openai_and_uses_the_snapshot(ui_ctx, owner):

@@ -6,12 +6,10 @@ thread per job (2-core machine), the torch queue running one job at a time.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TypeVar
 
 import pytest
@@ -32,6 +30,7 @@ from rtdemo.ui.train_actions import (
     train_command,
     training_status,
 )
+from tests.helpers import kill_job_processes, wait_for
 
 T = TypeVar("T")
 OTHER = "anon-ffffffffffffffff"
@@ -40,16 +39,6 @@ OTHER = "anon-ffffffffffffffff"
 def tiny(formats: str = "Fine-tune-CoT", steps: int = 5, **changes) -> TrainForm:
     """A form for a few steps of the tiny student at batch size 4."""
     return TrainForm(**{"formats": formats, "max_steps": steps, "batch_size": 4, **changes})
-
-
-def wait_for(check: Callable[[], T], timeout: float, what: str) -> T:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def job_count(ctx: AppContext) -> int:
@@ -63,15 +52,7 @@ def job_processes(monkeypatch, ui_ctx: AppContext) -> Iterator[None]:
     monkeypatch.setenv("RTDEMO_JOB_HEARTBEAT_S", "0.2")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     yield
-    if not (ui_ctx.workspace / "rtdemo.sqlite3").exists():
-        return
-    with ui_ctx.store() as store:
-        rows = store.read("SELECT id, pid FROM jobs WHERE pid IS NOT NULL")
-    for job_id, pid in rows:
-        if pid_alive(pid, job_id):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-    jobs._CHILDREN.clear()
+    kill_job_processes(ui_ctx.workspace)
 
 
 @pytest.fixture
