@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+TARGET_SECONDS = 600  # the demo's target: the whole pipeline within 10 minutes on 2 cores
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -29,6 +31,8 @@ def main() -> int:
         f"demo: Fine-tune-CoT {cot:.1%}, vanilla {vanilla:.1%}, lead {cot - vanilla:+.1%} "
         f"(required {args.margin:+.0%}), wall time {results['wall_seconds']:.0f} s"
     )
+    if results["wall_seconds"] > TARGET_SECONDS:  # reported, not enforced: machines differ
+        print(f"demo: warning: slower than the {TARGET_SECONDS // 60}-minute target here")
     return 0 if cot - vanilla >= args.margin else 1
 
 
