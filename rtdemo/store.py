@@ -156,6 +156,25 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX evaluations_by_experiment ON evaluations (experiment_id, subject);
     """,
+    # v3 -> v4: the Chat tab's votes, each saved with its exchange (question, gold answer, both
+    # sides' outputs and verdicts, settings; never a key) as JSON.
+    """
+    CREATE TABLE chat_votes (
+        id INTEGER PRIMARY KEY,
+        owner TEXT NOT NULL,
+        experiment_id INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+        vote TEXT NOT NULL CHECK (vote IN ('left', 'right', 'tie', 'both_bad')),
+        question TEXT NOT NULL,
+        gold TEXT,
+        teacher TEXT NOT NULL,
+        student TEXT NOT NULL,
+        teacher_correct INTEGER,
+        student_correct INTEGER,
+        exchange TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX chat_votes_by_owner ON chat_votes (owner, experiment_id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -337,3 +337,42 @@ def test_v1_workspace_upgrades_to_v2_keeping_its_data(tmp_path):
         assert store.questions(exp.id) == [Example("q?", "yes", "train", 3)]
         assert {"samples", "reviews", "jobs"} <= _tables(path)
     assert _user_version(path) == SCHEMA_VERSION >= 2
+
+
+def test_v3_workspace_upgrades_to_v4_with_chat_votes(tmp_path):
+    """A workspace of the release before the Chat tab (student runs, evaluations) gains the
+    chat_votes table and keeps what it had; votes go with their experiment."""
+    path = tmp_path / "ws" / DB_NAME
+    path.parent.mkdir()
+    _build_at(path, 3)
+    assert "chat_votes" not in _tables(path)
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "INSERT INTO experiments (name, owner, task, config, created_at) "
+        "VALUES ('old', 'alice', 'coin_flip', '{}', '2026-01-01T00:00:00+00:00')"
+    )
+    conn.execute(
+        "INSERT INTO student_runs (experiment_id, name, format, student, method, output_dir, "
+        "created_at) VALUES (1, 'cot', 'cot', 'tiny', 'full', 'runs/x', '2026-01-01')"
+    )
+    conn.commit()
+    conn.close()
+    with Store(tmp_path / "ws") as store:
+        assert _user_version(path) == SCHEMA_VERSION >= 4
+        exp = store.get_experiment("old", owner="alice")
+        assert store.read("SELECT name FROM student_runs") == [("cot",)]
+        with store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO chat_votes (owner, experiment_id, vote, question, teacher, student, "
+                "exchange, created_at) VALUES ('alice', ?, 'tie', 'q', 't', 's', '{}', 'now')",
+                (exp.id,),
+            )
+            with pytest.raises(sqlite3.IntegrityError):
+                conn.execute(
+                    "INSERT INTO chat_votes (owner, experiment_id, vote, question, teacher, "
+                    "student, exchange, created_at) VALUES ('alice', ?, 'maybe', 'q', 't', 's', "
+                    "'{}', 'now')",
+                    (exp.id,),
+                )
+            conn.execute("DELETE FROM experiments WHERE id = ?", (exp.id,))
+        assert store.read("SELECT COUNT(*) FROM chat_votes") == [(0,)]

@@ -1,12 +1,245 @@
-"""The Chat tab (being built)."""
+"""The Chat tab: one question, the teacher and a student answering side by side (both streamed),
+the gold check for test questions, and a vote saved with the exchange (listed, exportable).
+
+Handlers live in `chat_actions.py` (plain functions over the core); this file lays out and wires.
+Model text is shown in text boxes only, never as Markdown or HTML. Named endpoints: `chat`
+(streaming), `random_test_question`, `chat_vote`, `chat_export`.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
 import gradio as gr
 
+from rtdemo.errors import UserError
+from rtdemo.ui.chat_actions import (
+    TEACHERS,
+    VOTE_COLUMNS,
+    ChatForm,
+    chat,
+    export_votes,
+    random_test_question,
+    student_choices,
+    vote,
+    votes_table,
+)
+from rtdemo.ui.chat_view import EMPTY
 from rtdemo.ui.session import AppContext
+
+INTRO = (
+    "Ask the **teacher** and a **student** the same question and watch both answer side by side, "
+    "each prompted the way it was taught (Zero-shot-CoT for the teacher, `{question} ###` for the "
+    "student, greedy). A question of the experiment's test split (🎲) is checked against its gold "
+    "answer. Vote for the better side: the vote is saved with the exchange. Each question is asked "
+    "on its own: neither model was taught to hold a conversation."
+)
+VOTE_BUTTONS = {
+    "left": "👈 Teacher better",
+    "right": "👉 Student better",
+    "tie": "🤝 Tie",
+    "both_bad": "👎 Both bad",
+}
+# The Stop button's signal per browser session: cancelling a Gradio generator stops it only at its
+# next yield, so the threads it started are told directly.
+_STOPS: dict[str, threading.Event] = {}
 
 
 def build_chat_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) -> None:
     """Lay out the Chat tab inside the current Blocks context."""
-    gr.Markdown("This tab is being built.")
+    gr.Markdown(INTRO)
+    with gr.Row(equal_height=True):
+        teacher = gr.Radio(list(TEACHERS), value=next(iter(TEACHERS)), label="Teacher")
+        student = gr.Dropdown(
+            [],
+            value=None,
+            allow_custom_value=True,
+            label="Student",
+            info="a trained run of this experiment (empty: the newest), or a model folder / Hub id",
+            scale=2,
+        )
+        refresh = gr.Button("↻ Students", scale=0)
+    with gr.Accordion("OpenAI-compatible teacher, and generation settings", open=False):
+        with gr.Row():
+            base_url = gr.Textbox(label="Base URL", placeholder="default: OpenAI")
+            model = gr.Textbox(label="Teacher model", placeholder="e.g. gpt-4o-mini")
+            mode = gr.Radio(["chat", "completions"], value="chat", label="Mode")
+            key = gr.Textbox(
+                label="API key", type="password", info="kept in this page only, never stored"
+            )
+        with gr.Row():
+            temperature = gr.Number(0.0, label="Teacher temperature", info="paper: 0 (greedy)")
+            teacher_max = gr.Number(128, precision=0, label="Teacher max tokens (per call)")
+            student_max = gr.Number(256, precision=0, label="Student max new tokens")
+    question = gr.Textbox(label="Question", lines=2, placeholder="type a question, or press 🎲")
+    with gr.Row():
+        send = gr.Button("Send", variant="primary")
+        pick = gr.Button("🎲 Random test question")
+        regenerate = gr.Button("🔄 Regenerate")
+        stop = gr.Button("Stop", variant="stop")
+        clear = gr.Button("🗑️ Clear")
+    message = gr.Markdown()
+    with gr.Row():
+        with gr.Column():
+            t_status = gr.Markdown(EMPTY.teacher_status)
+            t_rationale = gr.Textbox(
+                label="Teacher's rationale", lines=6, max_lines=20, interactive=False
+            )
+            t_answer = gr.Textbox(label="Teacher's answer", interactive=False)
+        with gr.Column():
+            s_status = gr.Markdown(EMPTY.student_status)
+            s_rationale = gr.Textbox(
+                label="Student's rationale", lines=6, max_lines=20, interactive=False
+            )
+            s_answer = gr.Textbox(label="Student's answer", interactive=False)
+    gold = gr.Markdown()
+    with gr.Row():
+        vote_buttons = {c: gr.Button(label, size="sm") for c, label in VOTE_BUTTONS.items()}
+    vote_message = gr.Markdown()
+    with gr.Accordion("Your votes on this experiment", open=False):
+        table = gr.Dataframe(
+            headers=VOTE_COLUMNS,
+            label="Votes",
+            datatype="str",
+            interactive=False,
+            wrap=True,
+            column_widths=["5%", "14%", "14%", "31%", "8%", "8%", "8%", "12%"],
+        )
+        with gr.Row():
+            export = gr.Button("Export votes (JSONL)")
+            download = gr.File(label="Votes file", interactive=False)
+    exchange = gr.State(None)
+    last_question = gr.State("")
+    # For API clients: `chat_vote` takes the vote as a value (the buttons above are UI only).
+    vote_choice = gr.Textbox(visible=False)
+    vote_api = gr.Button(visible=False)
+
+    form = [teacher, base_url, model, mode, temperature, teacher_max, student, student_max]
+    panes = [message, t_status, t_rationale, t_answer, s_status, s_rationale, s_answer, gold]
+
+    def ask(
+        who: str | None,
+        experiment: str | None,
+        question: str,
+        teacher: str,
+        base_url: str,
+        model: str,
+        mode: str,
+        temperature: float,
+        teacher_max_tokens: int,
+        student: str,
+        student_max_tokens: int,
+        key: str,
+        request: gr.Request,
+    ) -> Iterator[tuple]:
+        fields = (teacher, base_url, model, mode, temperature, teacher_max_tokens, student)
+        stop_event = threading.Event()
+        session = getattr(request, "session_hash", None) or ""
+        _STOPS[session] = stop_event
+        try:
+            form = ChatForm.of(*fields, student_max_tokens)
+            for view in chat(ctx, who, experiment, question, form, key, stop_event):
+                yield (*view, question)
+        except UserError as err:
+            yield (f"⚠️ {err}", *[gr.skip()] * (len(panes) + 1))
+        finally:
+            if _STOPS.get(session) is stop_event:
+                del _STOPS[session]
+
+    def halt(request: gr.Request) -> str:
+        event = _STOPS.get(getattr(request, "session_hash", None) or "")
+        if event is None:
+            return ""
+        event.set()
+        return "Stopped."
+
+    outputs = [*panes, exchange, last_question]
+    chat_inputs = [*form, key]
+    shared = dict(concurrency_id="chat", concurrency_limit=1)
+    private = dict(api_visibility="private", concurrency_limit=None)
+    running = []
+    for trigger, asked, name in (
+        (send.click, question, "chat"),
+        (question.submit, question, None),
+        (regenerate.click, last_question, None),
+    ):
+        # A new exchange has no vote yet: clear the last vote's line first.
+        event = trigger(lambda: "", None, vote_message, **private).then(
+            ask,
+            [owner, experiment, asked, *chat_inputs],
+            outputs,
+            **(dict(api_name=name) if name else dict(api_visibility="private")),
+            **shared,
+        )
+        running.append(event)
+    stop.click(halt, None, message, cancels=running, **private)
+
+    def clear_all() -> tuple:
+        return ("", *EMPTY[:-1], None, "", "")
+
+    clear.click(
+        clear_all, None, [question, *panes, exchange, last_question, vote_message], **private
+    )
+
+    def pick_clicked(who: str | None, experiment: str | None) -> tuple[Any, str]:
+        try:
+            return random_test_question(ctx, who, experiment), ""
+        except UserError as err:
+            return gr.skip(), f"⚠️ {err}"
+
+    pick.click(
+        pick_clicked,
+        [owner, experiment],
+        [question, message],
+        api_name="random_test_question",
+        concurrency_limit=None,
+    )
+
+    def vote_clicked(choice: str, who: str | None, experiment: str | None, record: dict | None):
+        try:
+            text, record = vote(ctx, who, record, choice)
+        except UserError as err:
+            return f"⚠️ {err}", gr.skip(), gr.skip()
+        return text, record, votes_table(ctx, who, experiment)
+
+    vote_outputs = [vote_message, exchange, table]
+    for choice, button in vote_buttons.items():
+        button.click(
+            partial(vote_clicked, choice), [owner, experiment, exchange], vote_outputs, **private
+        )
+    vote_api.click(
+        vote_clicked,
+        [vote_choice, owner, experiment, exchange],
+        vote_outputs,
+        api_name="chat_vote",
+        concurrency_limit=None,
+    )
+
+    def export_clicked(who: str | None, experiment: str | None) -> tuple[Any, str]:
+        try:
+            path, text = export_votes(ctx, who, experiment)
+        except UserError as err:
+            return None, f"⚠️ {err}"
+        return str(path), text
+
+    export.click(
+        export_clicked,
+        [owner, experiment],
+        [download, vote_message],
+        api_name="chat_export",
+        concurrency_limit=None,
+    )
+
+    def refreshed(who: str | None, experiment: str | None) -> tuple[Any, Any]:
+        try:
+            names = student_choices(ctx, who, experiment)
+            votes = votes_table(ctx, who, experiment)
+        except UserError:
+            names, votes = [], votes_table(ctx, None, None)
+        return gr.Dropdown(choices=names, value=names[0] if names else None), votes
+
+    for trigger in (refresh.click, experiment.change):
+        trigger(refreshed, [owner, experiment], [student, table], **private)

@@ -1,0 +1,330 @@
+"""The Chat tab's handlers: ask the teacher and a student the same question, side by side; pick a
+test question at random; vote on the exchange; list and export the votes.
+
+Plain functions `(ctx, owner, experiment_name, ...)` over the core (`rtdemo.chat`,
+`rtdemo.chat_student`, `rtdemo.chat_votes`; no Gradio) that raise `UserError` for what a user can
+fix; `chat_tab.py` lays out the tab and wires them; `chat_view.py` says what the tab shows of an
+exchange (model text as plain strings; what goes into Markdown escaped first).
+
+The queue rule: on a machine without a GPU the student does not generate while a torch job
+(training or evaluation, anyone's) runs there; it waits, says which job it waits for, and starts
+when that job ends. The teacher answers meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rtdemo.chat import TEACHER_MAX_TOKENS, chat_exchange, teacher_side
+from rtdemo.chat_student import STUDENT_MAX_NEW_TOKENS, StudentSpec, student_side
+from rtdemo.chat_votes import VOTES, list_votes, save_vote, write_votes_jsonl
+from rtdemo.errors import UserError
+from rtdemo.jobs import TORCH_KINDS, refresh_stale
+from rtdemo.quotas import on_spaces
+from rtdemo.runs import list_runs
+from rtdemo.store import Experiment, Store
+from rtdemo.tasks import get_task
+from rtdemo.tasks.types import Example
+from rtdemo.teachers.base import Teacher
+from rtdemo.ui.chat_view import ChatView, view_of
+from rtdemo.ui.session import AppContext, check_owner
+
+TEACHERS = {"built-in (offline)": "builtin", "OpenAI-compatible": "openai"}
+FORMAT_NAMES = {"cot": "Fine-tune-CoT", "vanilla": "vanilla baseline"}
+VOTE_COLUMNS = ["#", "time", "vote", "question", "gold", "teacher ✓", "student ✓", "student"]
+_JOB_NAMES = {"train": "training", "evaluate": "evaluation"}
+
+
+@dataclass(frozen=True)
+class ChatForm:
+    """The tab's settings (no key: it travels beside the form, never into a record)."""
+
+    teacher: str = "builtin"  # "builtin" or "openai"
+    base_url: str = ""
+    model: str = ""
+    mode: str = "chat"
+    temperature: float = 0.0
+    teacher_max_tokens: int = TEACHER_MAX_TOKENS
+    student: str = ""  # a trained run, a model folder or a Hub id; "" = the newest trained run
+    student_max_tokens: int = STUDENT_MAX_NEW_TOKENS
+
+    @classmethod
+    def of(cls, *values: Any) -> ChatForm:
+        """The form from the components' values in field order (Gradio numbers come as floats;
+        the teacher may come as its label)."""
+        form = cls(*values)
+        teacher = TEACHERS.get(form.teacher, form.teacher or "builtin")
+        if teacher not in TEACHERS.values():
+            raise UserError(f"the chat teacher is one of {', '.join(TEACHERS)}")
+        return cls(
+            teacher=teacher,
+            base_url=(form.base_url or "").strip(),
+            model=(form.model or "").strip(),
+            mode=form.mode or "chat",
+            temperature=float(form.temperature or 0.0),
+            teacher_max_tokens=int(form.teacher_max_tokens or TEACHER_MAX_TOKENS),
+            student=(form.student or "").strip(),
+            student_max_tokens=int(form.student_max_tokens or STUDENT_MAX_NEW_TOKENS),
+        )
+
+
+# -- choices ----------------------------------------------------------------------------------
+
+
+def student_choices(ctx: AppContext, owner: str | None, experiment: str | None) -> list[str]:
+    """The experiment's trained student runs, newest first."""
+    if not owner or not experiment:
+        return []
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, experiment)
+        return [r.name for r in reversed(list_runs(store, exp)) if r.status == "trained"]
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+
+
+def resolve_student(store: Store, exp: Experiment, name: str) -> StudentSpec:
+    """The student `name` stands for: a trained run of the experiment, else a model folder or a
+    Hub id (read like a Fine-tune-CoT student); "" is the newest trained run."""
+    trained = [r for r in reversed(list_runs(store, exp)) if r.status == "trained"]
+    if not name:
+        if not trained:
+            raise UserError(
+                f"experiment {exp.name} has no trained student yet: train one in the Train tab, "
+                "or type a model folder or Hub id as the Student"
+            )
+        name = trained[0].name
+    for run in trained:
+        if run.name == name:
+            label = f"run {run.name} ({FORMAT_NAMES.get(run.format, run.format)}, {run.student})"
+            return StudentSpec(str(run.output_dir / "final"), run.format, label)
+    if _looks_like_path(name) and on_spaces():
+        raise UserError(
+            "on a shared Space the student is one of your trained runs or a Hub id, not a folder"
+        )
+    from rtdemo.students import student_kind
+
+    student_kind(name)  # a missing folder or an unreachable Hub id: a message that says so
+    return StudentSpec(name, "cot", f"{name} (not trained here: read as Fine-tune-CoT)")
+
+
+def build_teacher(form: ChatForm, task: str, key: str = "") -> Teacher:
+    """The chat's teacher, built the way `rtdemo generate` builds it (the key stays in memory)."""
+    from rtdemo.commands.generate import BUILTIN_TASKS, KEY_ENV
+    from rtdemo.commands.generate import build_teacher as build
+
+    if form.teacher == "builtin" and task not in BUILTIN_TASKS:
+        raise UserError(
+            "the built-in offline teacher only answers Coin Flip and Last Letter Concatenation "
+            f"questions: for {task} choose the OpenAI-compatible teacher"
+        )
+    if form.teacher == "openai" and not form.model:
+        raise UserError("type the teacher's model name (as the server knows it)")
+    if form.teacher == "openai" and not (key and key.strip()):
+        raise UserError(
+            "type the API key of the OpenAI-compatible server (a local server without "
+            "authentication accepts any non-empty value); it is kept in this page only"
+        )
+    args = argparse.Namespace(
+        teacher=form.teacher,
+        base_url=form.base_url or None,
+        model=form.model or None,
+        mode=form.mode,
+        error_rate=0.1,
+        timeout=60.0,
+        replay_file=[],
+        secret_env={KEY_ENV: key.strip()} if key and key.strip() else {},
+    )
+    return build(args, task)
+
+
+def find_example(store: Store, exp: Experiment, question: str) -> Example | None:
+    """The experiment's question with exactly this text (test split first), or None."""
+    text = question.strip()
+    for split in ("test", "train"):
+        for example in store.questions(exp.id, split):
+            if example.question.strip() == text:
+                return example
+    return None
+
+
+def random_test_question(
+    ctx: AppContext, owner: str | None, experiment: str | None, rng: random.Random | None = None
+) -> str:
+    """One of the experiment's test questions, at random."""
+    with ctx.store() as store:
+        exp = ctx.experiment(store, check_owner(owner), experiment)
+        questions = store.questions(exp.id, "test")
+    if not questions:
+        raise UserError(f"experiment {exp.name} has no test questions")
+    return (rng or random).choice(questions).question
+
+
+def torch_job_waiting(ctx: AppContext) -> str | None:
+    """Why the student must wait: a training or evaluation job (of anyone) running here, on a
+    machine without a GPU; None when it may generate."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    with ctx.store() as store:
+        refresh_stale(store)  # a job that died is not waited for
+        marks = ", ".join("?" * len(TORCH_KINDS))
+        rows = store.read(
+            f"SELECT id, kind FROM jobs WHERE status = 'running' AND kind IN ({marks})"
+            " ORDER BY id LIMIT 1",
+            tuple(sorted(TORCH_KINDS)),
+        )
+    if not rows:
+        return None
+    job_id, kind = rows[0]
+    return (
+        f"waiting for {_JOB_NAMES.get(kind, kind)} job {job_id} to finish… (on this CPU machine "
+        "the student answers after it: two torch workloads would slow each other down)"
+    )
+
+
+# -- the exchange ------------------------------------------------------------------------------
+
+
+def chat(
+    ctx: AppContext,
+    owner: str | None,
+    experiment: str | None,
+    question: str,
+    form: ChatForm,
+    key: str = "",
+    stop: threading.Event | None = None,
+) -> Iterator[ChatView]:
+    """Ask the teacher and the student `question`; the view each time either side moved.
+
+    Settings are checked before anything runs (a `UserError`). The last view holds the exchange's
+    record (no key in it), which a vote is saved with."""
+    owner = check_owner(owner)
+    question = (question or "").strip()
+    if not question:
+        raise UserError("type a question, or press 🎲 for a random test question")
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, experiment)
+        spec = resolve_student(store, exp, form.student)
+        example = find_example(store, exp, question)
+    teacher = build_teacher(form, exp.task, key)
+    stop = stop or threading.Event()
+    settings = {
+        "teacher": {
+            "kind": teacher.info.kind,
+            "model": teacher.info.model,
+            "base_url": teacher.info.base_url,
+            "mode": form.mode if form.teacher == "openai" else "",
+            "temperature": form.temperature,
+            "max_tokens": form.teacher_max_tokens,
+        },
+        "student": {
+            "path": spec.path,
+            "format": spec.format,
+            "decoding": "greedy",
+            "max_new_tokens": form.student_max_tokens,
+        },
+    }
+    exchange = chat_exchange(
+        question,
+        teacher_side(
+            teacher,
+            question,
+            stop=stop,
+            temperature=form.temperature,
+            max_tokens=form.teacher_max_tokens,
+        ),
+        student_side(
+            spec,
+            question,
+            stop=stop,
+            max_new_tokens=form.student_max_tokens,
+            busy=lambda: torch_job_waiting(ctx),
+        ),
+        answer=get_task(exp.task).answer,
+        student_format=spec.format,
+        example=example,
+        settings=settings,
+        stop=stop,
+        labels=(teacher.info.label or teacher.info.model, spec.label),
+    )
+    try:
+        for state in exchange:
+            yield view_of(state, exp.name)
+    finally:
+        stop.set()
+        exchange.close()
+
+
+# -- votes -------------------------------------------------------------------------------------
+
+
+def vote(
+    ctx: AppContext,
+    owner: str | None,
+    exchange: dict[str, Any] | None,
+    choice: str,
+) -> tuple[str, dict[str, Any] | None]:
+    """Save the vote `choice` (left, right, tie, both_bad) on the last finished exchange; a
+    status line and the exchange, now marked as voted on (one vote per exchange)."""
+    owner = check_owner(owner)
+    if choice not in VOTES:
+        raise UserError(f"a vote is one of {', '.join(VOTES)}, not {choice!r}")
+    if not exchange:
+        raise UserError("ask a question first: a vote is on an exchange both sides finished")
+    if exchange.get("voted"):
+        raise UserError(
+            f"this exchange has a vote already (#{exchange['voted']}): ask another question"
+        )
+    record = {k: v for k, v in exchange.items() if k not in ("experiment", "voted")}
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, exchange.get("experiment"))
+        vote_id = save_vote(store, exp, owner, record, choice)
+    return f"Vote #{vote_id} saved: {VOTES[choice]}.", {**exchange, "voted": vote_id}
+
+
+def votes_table(ctx: AppContext, owner: str | None, experiment: str | None) -> pd.DataFrame:
+    """The owner's votes on the experiment, newest first, as plain text cells."""
+    rows: list[list[Any]] = []
+    if owner and experiment:
+        with ctx.store() as store:
+            exp = ctx.experiment(store, owner, experiment)
+            for v in list_votes(store, exp, owner):
+                mark = {True: "✅", False: "❌", None: "—"}
+                rows.append(
+                    [
+                        v.id,
+                        v.created_at.replace("T", " ")[:19],
+                        VOTES[v.vote],
+                        v.question,
+                        v.gold or "",
+                        mark[v.teacher_correct],
+                        mark[v.student_correct],
+                        v.student,
+                    ]
+                )
+    return pd.DataFrame(rows, columns=VOTE_COLUMNS)
+
+
+def export_votes(ctx: AppContext, owner: str | None, experiment: str | None) -> tuple[Path, str]:
+    """The owner's votes on the experiment as a JSONL file to download, and a status line."""
+    owner = check_owner(owner)
+    with ctx.store() as store:
+        exp = ctx.experiment(store, owner, experiment)
+        folder = Path(tempfile.mkdtemp(prefix="rtdemo-votes-"))
+        path = folder / f"{exp.name}-chat-votes.jsonl"
+        count = write_votes_jsonl(store, exp, owner, path)
+    if not count:
+        raise UserError(f"no votes on {exp.name} yet: ask a question, then vote")
+    return path, f"Exported {count} vote(s) with their exchanges."

@@ -1,0 +1,271 @@
+"""The Chat tab's handlers, called directly, and its endpoints through `gradio_client`: both sides
+streamed on a test question, the gold check, votes saved once per exchange and kept per owner,
+the export, keys kept out of everything stored, and the queue rule (the student waits while a
+torch job runs).
+
+The student is the untrained tiny student registered as a trained run (no training here: random
+weights stream tokens just as well); one torch thread.
+
+    .venv/bin/python -m pytest tests/ui/test_chat_tab.py
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from rtdemo import chat_student
+from rtdemo.errors import UserError
+from rtdemo.runs import create_run, finish_run
+from rtdemo.ui.chat_actions import (
+    ChatForm,
+    build_teacher,
+    chat,
+    export_votes,
+    find_example,
+    random_test_question,
+    resolve_student,
+    student_choices,
+    torch_job_waiting,
+    vote,
+    votes_table,
+)
+from rtdemo.ui.chat_view import plain
+from rtdemo.ui.experiments import TaskChoice, create_experiment
+from rtdemo.ui.session import AppContext
+from tests.fakes.openai_server import FakeOpenAIServer
+
+OTHER = "anon-ffffffffffffffff"
+KEY = "sk-chat-key-never-stored-0123456789"
+FORM = ChatForm(student_max_tokens=12)
+LETTERS = ("last_letter_concatenation", "synthetic", 0, 40, 2, None, "question", "answer", "", 0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    from rtdemo.students import build_tiny_student
+
+    return build_tiny_student(tmp_path_factory.mktemp("chat-tab") / "tiny", layers=2, width=64)
+
+
+def add_trained_run(ctx: AppContext, owner: str, experiment: str, folder: Path, name="cot"):
+    """Register `folder` as the trained run `name` of the experiment (a copy in its run folder)."""
+    import shutil
+
+    with ctx.store() as store:
+        exp = store.get_experiment(experiment, owner)
+        run = create_run(store, exp, name, "cot", 1, "tiny", "full", 28, {})
+        shutil.copytree(folder, run.output_dir / "final")
+        finish_run(store, run, {"steps": 0})
+
+
+@pytest.fixture
+def trained(ui_ctx, owner, letters_experiment, tiny_folder) -> str:
+    add_trained_run(ui_ctx, owner, letters_experiment, tiny_folder)
+    return letters_experiment
+
+
+def a_test_question(ctx: AppContext, owner: str, experiment: str) -> str:
+    with ctx.store() as store:
+        return store.questions(store.get_experiment(experiment, owner).id, "test")[0].question
+
+
+# -- choices -----------------------------------------------------------------------------------
+
+
+def test_students_are_the_trained_runs_or_a_folder(ui_ctx, owner, letters_experiment, tiny_folder):
+    assert student_choices(ui_ctx, owner, letters_experiment) == []
+    question = a_test_question(ui_ctx, owner, letters_experiment)
+    with pytest.raises(UserError, match="no trained student yet"):
+        next(chat(ui_ctx, owner, letters_experiment, question, FORM))
+    add_trained_run(ui_ctx, owner, letters_experiment, tiny_folder, "cot")
+    add_trained_run(ui_ctx, owner, letters_experiment, tiny_folder, "cot-2")
+    assert student_choices(ui_ctx, owner, letters_experiment) == ["cot-2", "cot"]  # newest first
+    with ui_ctx.store() as store:
+        exp = store.get_experiment(letters_experiment, owner)
+        newest = resolve_student(store, exp, "")
+        assert newest.path.endswith("cot-2/final") and newest.format == "cot"
+        assert "run cot-2 (Fine-tune-CoT" in newest.label
+        folder = resolve_student(store, exp, str(tiny_folder))
+        assert folder.path == str(tiny_folder) and "not trained here" in folder.label
+        with pytest.raises(UserError, match="no student folder"):
+            resolve_student(store, exp, str(tiny_folder / "missing"))
+        example = find_example(store, exp, f"  {question} ")
+        assert example is not None and example.split == "test"
+        assert find_example(store, exp, "What is 2 + 2?") is None
+    assert student_choices(ui_ctx, OTHER, None) == []
+
+
+def test_a_random_question_comes_from_the_test_split(ui_ctx, owner, letters_experiment):
+    import random
+
+    with ui_ctx.store() as store:
+        exp = store.get_experiment("letters", owner)
+        tests = {e.question for e in store.questions(exp.id, "test")}
+    rngs = [random.Random(i) for i in range(8)]
+    picked = {random_test_question(ui_ctx, owner, letters_experiment, rng) for rng in rngs}
+    assert picked <= tests and len(picked) > 1
+    with pytest.raises(UserError, match="no experiment named"):
+        random_test_question(ui_ctx, OTHER, letters_experiment)
+
+
+def test_teachers_are_checked_before_anything_runs():
+    with pytest.raises(UserError, match="only answers Coin Flip and Last Letter"):
+        build_teacher(ChatForm(), "gsm8k")
+    with pytest.raises(UserError, match="model name"):
+        build_teacher(ChatForm(teacher="openai"), "gsm8k")
+    with pytest.raises(UserError, match="API key"):
+        build_teacher(ChatForm(teacher="openai", model="m"), "gsm8k")
+    assert ChatForm.of("OpenAI-compatible", " u ", " m ", "chat", 0.0, 128.0, "", 9.0) == ChatForm(
+        teacher="openai", base_url="u", model="m", student_max_tokens=9
+    )
+
+
+def test_model_text_in_markdown_is_escaped():
+    shown = plain("<img src=x onerror=alert(1)> *bold* [a](javascript:x)")
+    assert "<img" not in shown and "&lt;img" in shown
+    assert "\\*bold\\*" in shown and "\\[a\\](" in shown
+
+
+# -- the exchange, the vote, the export ----------------------------------------------------------
+
+
+def test_both_sides_stream_on_a_test_question_with_the_gold_check(ui_ctx, owner, trained):
+    question = a_test_question(ui_ctx, owner, trained)
+    views = list(chat(ui_ctx, owner, trained, question, FORM))
+    students = [v.student_rationale for v in views if v.student_rationale]
+    assert len(set(students)) >= 2  # the student's text grew over several updates
+    assert any(v.teacher_rationale and v.exchange is None for v in views)
+    final = views[-1]
+    assert final.exchange is not None and all(v.exchange is None for v in views[:-1])
+    assert "So the answer is" in final.teacher_rationale and final.teacher_answer
+    assert final.teacher_status.startswith("**Teacher** · Built") and "answer read:" in (
+        final.teacher_status
+    )
+    assert "**Student** · run cot" in final.student_status and "❌ wrong" in final.student_status
+    assert final.gold.startswith("Gold answer (test question #") and "student ❌" in final.gold
+    record = final.exchange
+    assert record["question"] == question and record["split"] == "test"
+    assert record["settings"]["student"]["max_new_tokens"] == 12
+    assert record["experiment"] == "letters"
+
+
+def test_a_vote_is_saved_once_and_kept_for_its_owner(ui_ctx, owner, trained):
+    question = a_test_question(ui_ctx, owner, trained)
+    record = list(chat(ui_ctx, owner, trained, question, FORM))[-1].exchange
+    with pytest.raises(UserError, match="ask a question first"):
+        vote(ui_ctx, owner, None, "left")
+    with pytest.raises(UserError, match="a vote is one of"):
+        vote(ui_ctx, owner, record, "sideways")
+    message, voted = vote(ui_ctx, owner, record, "left")
+    assert message == "Vote #1 saved: teacher (left) better." and voted["voted"] == 1
+    with pytest.raises(UserError, match="has a vote already"):
+        vote(ui_ctx, owner, voted, "right")
+    # Another owner can neither vote on it (no such experiment of theirs) nor see it.
+    with pytest.raises(UserError, match="no experiment named"):
+        vote(ui_ctx, OTHER, record, "right")
+    create_experiment(ui_ctx, OTHER, "letters", TaskChoice(*LETTERS[:5]))
+    assert votes_table(ui_ctx, OTHER, "letters").empty
+    with pytest.raises(UserError, match="no votes on letters yet"):
+        export_votes(ui_ctx, OTHER, "letters")
+    table = votes_table(ui_ctx, owner, trained)
+    mark = "✅" if record["teacher"]["correct"] else "❌"
+    row = table.values.tolist()[0]
+    assert row[2:6] == ["teacher (left) better", question, record["gold"], mark]
+    path, note = export_votes(ui_ctx, owner, trained)
+    [line] = [json.loads(x) for x in path.read_text().splitlines()]
+    assert note == "Exported 1 vote(s) with their exchanges."
+    assert line["vote"] == "left" and line["question"] == question and line["gold"]
+    assert line["student"]["output"] == record["student"]["output"]
+
+
+def test_an_api_teacher_streams_and_its_key_is_never_stored(ui_ctx, owner, trained):
+    question = a_test_question(ui_ctx, owner, trained)
+    with FakeOpenAIServer(api_key=KEY) as server:
+        form = ChatForm(teacher="openai", base_url=server.base_url, model="fake-model")
+        form = ChatForm(**{**form.__dict__, "student_max_tokens": 8})
+        with pytest.raises(UserError, match="API key"):
+            next(chat(ui_ctx, owner, trained, question, form, ""))
+        final = list(chat(ui_ctx, owner, trained, question, form, KEY))[-1]
+    assert final.teacher_answer == "42." and "fake-model @ 127.0.0.1" in final.teacher_status
+    assert final.exchange["settings"]["teacher"]["model"] == "fake-model"
+    vote(ui_ctx, owner, final.exchange, "both_bad")
+    path, _ = export_votes(ui_ctx, owner, trained)
+    assert KEY not in path.read_text()
+    stored = b"".join(p.read_bytes() for p in ui_ctx.workspace.glob("rtdemo.sqlite3*"))
+    assert KEY.encode() not in stored
+
+
+def _running_job(ctx: AppContext, kind: str = "train") -> int:
+    """A torch job of another owner, running (fresh heartbeat), as the store records one."""
+    with ctx.store() as store, store.transaction() as conn:
+        return conn.execute(
+            "INSERT INTO jobs (owner, kind, status, argv, run_dir, heartbeat_at, created_at, "
+            "started_at) VALUES (?, ?, 'running', '[]', 'runs/x', ?, 'now', 'now')",
+            (OTHER, kind, time.time()),
+        ).lastrowid
+
+
+def test_the_student_waits_for_a_running_torch_job(ui_ctx, owner, trained, monkeypatch):
+    monkeypatch.setattr(chat_student, "WAIT_POLL_S", 0.05)
+    assert torch_job_waiting(ui_ctx) is None
+    job = _running_job(ui_ctx, "train")
+    assert torch_job_waiting(ui_ctx).startswith(f"waiting for training job {job} to finish…")
+    views = chat(ui_ctx, owner, trained, a_test_question(ui_ctx, owner, trained), FORM)
+    seen = []
+    for view in views:
+        seen.append(view)
+        answered = "✅" in view.teacher_status or "❌" in view.teacher_status
+        if answered and "waiting for" in view.student_status:
+            break  # the teacher answered while the student waits
+    assert f"⏳ waiting for training job {job} to finish" in seen[-1].student_status
+    assert not seen[-1].student_rationale
+    with ui_ctx.store() as store, store.transaction() as conn:
+        conn.execute("UPDATE jobs SET status = 'done' WHERE id = ?", (job,))
+    final = list(views)[-1]
+    assert final.exchange is not None and final.student_rationale
+    evaluation = _running_job(ui_ctx, "evaluate")
+    assert f"evaluation job {evaluation}" in torch_job_waiting(ui_ctx)
+
+
+# -- through gradio_client ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_client_chats_votes_and_exports(client, tmp_path, tiny_folder):
+    ctx = AppContext.from_env(tmp_path / "workspace")
+    client.predict("letters", *LETTERS, api_name="/create_experiment")
+    add_trained_run(ctx, client.owner, "letters", tiny_folder)
+    question, message = client.predict("letters", api_name="/random_test_question")
+    assert question and message == ""
+    settings = ("built-in (offline)", "", "", "chat", 0, 128, "cot", 12, "")
+    job = client.submit("letters", question, *settings, api_name="/chat")
+    updates = list(job)
+    final = job.result()
+    assert len(updates) >= 3
+    students = [u[5] for u in updates if u[5]]
+    assert len(set(students)) >= 2  # the student's pane grew while streaming
+    _, _, t_rationale, t_answer, _, s_rationale, _, gold = final[:8]
+    assert "So the answer is" in t_rationale and t_answer and s_rationale
+    assert gold.startswith("Gold answer (test question #")
+    message, *_ = client.predict("right", "letters", api_name="/chat_vote")
+    assert message == "Vote #1 saved: student (right) better."
+    again, *_ = client.predict("tie", "letters", api_name="/chat_vote")
+    assert again.startswith("⚠️ this exchange has a vote already")
+    path, note = client.predict("letters", api_name="/chat_export")
+    assert note == "Exported 1 vote(s) with their exchanges."
+    [line] = [json.loads(x) for x in Path(path).read_text().splitlines()]
+    assert line["vote"] == "right" and line["question"] == question
