@@ -108,7 +108,7 @@ class Job:
 
 
 class JobCancelled(Exception):
-    """Raised by `rtdemo.job_context.JobContext.check_cancelled()`; the job context ends the job as cancelled."""
+    """Raised by `JobContext.check_cancelled()` (`rtdemo.job_context`); the job ends cancelled."""
 
 
 def _now() -> str:

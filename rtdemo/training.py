@@ -45,12 +45,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from rtdemo.errors import UserError
 from rtdemo.students import StudentKind, build_tiny_student, load_student, student_kind
+from rtdemo.train_callbacks import (
+    Progress,
+    distributed_state,
+    is_main_process,
+    last_checkpoint,
+    progress_callback,
+    synced,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback
 
 Precision = Literal["bf16", "fp32"]
-Progress = Callable[[dict[str, Any]], None]
 RESULT_NAME = "train_result.json"
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant")
 SCHEDULERS += ("constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr")
@@ -491,115 +498,8 @@ def build_trainer(
     )
 
 
-def _progress_callback(on_progress: Progress | None, should_stop: Callable[[], bool]):
-    """A `TrainerCallback` that reports progress and turns `should_stop()` into stop + save."""
-    from transformers import TrainerCallback
-
-    class ProgressAndCancel(TrainerCallback):
-        def __init__(self) -> None:
-            self.stopped = False
-            self.start_step = self.tokens0 = 0
-            self.last_loss: float | None = None
-            self.last_saved = -1
-            self.t0 = time.monotonic()
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            # When resuming, the trainer's state was loaded from the checkpoint by now.
-            self.start_step, self.tokens0 = state.global_step, state.num_input_tokens_seen
-            self.t0 = time.monotonic()
-
-        def _poll(self, control) -> None:
-            self.stopped = self.stopped or should_stop()
-            if self.stopped:  # on_train_begin resets the trainer's flag: raise it from ours
-                control.should_training_stop = True
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self._poll(control)
-            if self.stopped or state.global_step >= state.max_steps:
-                control.should_save = True  # so that resume continues from here
-
-        def on_substep_end(self, args, state, control, **kwargs):
-            self._poll(control)  # mid gradient accumulation: the partial step is dropped
-
-        def on_epoch_end(self, args, state, control, **kwargs):
-            if self.stopped:  # a cancelled run saves but does not evaluate
-                control.should_evaluate = False
-            if state.global_step == self.last_saved:
-                control.should_save = False  # already saved at this step
-
-        def on_save(self, args, state, control, **kwargs):
-            self.last_saved = state.global_step
-
-        def tokens_per_second(self, state) -> float:
-            seconds = max(time.monotonic() - self.t0, 1e-9)
-            return (state.num_input_tokens_seen - self.tokens0) / seconds
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "loss" not in logs:  # evaluation and end-of-training summaries
-                return
-            self.last_loss = float(logs["loss"])
-            per_step = (time.monotonic() - self.t0) / max(state.global_step - self.start_step, 1)
-            if on_progress is not None and state.is_world_process_zero:  # one line per step
-                on_progress(
-                    {
-                        "step": state.global_step,
-                        "total": state.max_steps,
-                        "epoch": round(float(state.epoch or 0), 4),
-                        "loss": self.last_loss,
-                        "learning_rate": logs.get("learning_rate"),
-                        "tokens_per_second": round(self.tokens_per_second(state), 1),
-                        "eta": round(per_step * max(state.max_steps - state.global_step, 0), 1),
-                    }
-                )
-
-    return ProgressAndCancel()
-
-
-def _last_checkpoint(output_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-
-
-def _distributed_state():
-    """accelerate's `PartialState` when this process is one of several data-parallel workers
-    (torchrun / accelerate launch, `rtdemo.launch`), else None.
-
-    Made here as `TrainingArguments` would make it (gloo on CPU, NCCL on CUDA); the arguments
-    then reuse it (it is a singleton), and `train` can synchronise its processes before them.
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    import torch
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
-
-
-def _synced(stop: Callable[[], bool], state) -> Callable[[], bool]:
-    """`stop` agreed on by every process: True everywhere as soon as one process sees it. Each
-    call is a collective, so every process must call it at the same points (they do: between
-    phases and in the callback's step hooks); otherwise a process that stopped alone would leave
-    the others waiting in DDP's gradient all-reduce."""
-    if state is None:
-        return stop
-    import torch
-    import torch.distributed as dist
-
-    def any_process() -> bool:
-        flag = torch.tensor([1.0 if stop() else 0.0], device=state.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
-
-    return any_process
-
-
-def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def _write(output_dir: Path, result: TrainResult) -> TrainResult:
-    if not _is_main_process():  # one data-parallel process writes the result
+    if not is_main_process():  # one data-parallel process writes the result
         return result
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / RESULT_NAME
@@ -629,10 +529,10 @@ def train(
     """
     output_dir = Path(output_dir)
     _quiet_libraries()
-    distributed = _distributed_state()  # one of several data-parallel processes (rtdemo.launch)
-    stop = _synced(should_stop or (lambda: False), distributed)
+    distributed = distributed_state()  # one of several data-parallel processes (rtdemo.launch)
+    stop = synced(should_stop or (lambda: False), distributed)
     kind = preflight(records, settings)
-    checkpoint = _last_checkpoint(output_dir)
+    checkpoint = last_checkpoint(output_dir)
     if checkpoint and not resume:
         raise UserError(
             f"{output_dir} already holds checkpoints of an earlier run: resume it, or train into "
@@ -667,7 +567,7 @@ def train(
     model, tokenizer, _ = load_student(result.base_model, for_training=True)
     if stop():
         return _write(output_dir, result)
-    callback = _progress_callback(on_progress, stop)
+    callback = progress_callback(on_progress, stop)
     trainer = build_trainer(
         model, tokenizer, kind, train_records, settings, output_dir,
         precision=result.precision, val_records=val, callbacks=[callback],
@@ -694,7 +594,7 @@ def train(
     result.epoch = float(state.epoch or 0)
     result.tokens_per_second = round(callback.tokens_per_second(state), 1)
     result.resumed_from_step = callback.start_step if checkpoint and resume else None
-    result.last_checkpoint = _last_checkpoint(output_dir)
+    result.last_checkpoint = last_checkpoint(output_dir)
     result.best_checkpoint, result.best_eval_loss = state.best_model_checkpoint, state.best_metric
     result.last_loss = callback.last_loss
     if state.best_model_checkpoint:
