@@ -37,7 +37,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: rtdemo importabl
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from benchmarks.training_throughput import machine_info, usable_cores  # noqa: E402
+from benchmarks.machine import machine_info, usable_cores  # noqa: E402
 from rtdemo.config import PipelineConfig, load_config  # noqa: E402
 from rtdemo.pipeline import run_pipeline  # noqa: E402
 

@@ -46,12 +46,8 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: rtdemo importabl
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from benchmarks.training_throughput import (  # noqa: E402
-    contended,
-    last_letter_records,
-    machine_info,
-    usable_cores,
-)
+from benchmarks.machine import contended, machine_info, usable_cores  # noqa: E402
+from benchmarks.training_throughput import last_letter_records  # noqa: E402
 from rtdemo.evaluation import generate, load_for_inference, student_prompt  # noqa: E402
 from rtdemo.tasks.synthetic import SyntheticSettings  # noqa: E402
 from rtdemo.tasks.synthetic import generate as synthetic  # noqa: E402

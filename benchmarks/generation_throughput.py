@@ -36,8 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import socket
 import statistics
 import sys
@@ -51,6 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere: rtdemo and tests importable
     sys.path.insert(0, str(REPO))
 
+from benchmarks.machine import machine_info  # noqa: E402
 from rtdemo.errors import UserError  # noqa: E402
 from rtdemo.generation import GenerationSettings, RunStats, run_generation  # noqa: E402
 from rtdemo.samples import SampleKey, save_answer, save_rationale  # noqa: E402
@@ -69,27 +68,6 @@ from tests.fakes.openai_server import (  # noqa: E402
 MODEL = "fake-model"
 KEY = "sk-bench"
 TARGET_SHARE_OF_BOUND = 0.8
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, cores, Python and platform: what the figures were measured on."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor() or "unknown"
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch_threads": "n/a (no torch in this benchmark)",
-    }
 
 
 class _NoDelayHandler(_Handler):
@@ -218,7 +196,7 @@ def benchmark(
     return {
         "benchmark": "generation_throughput",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "machine": machine_info("n/a (no torch in this benchmark)", with_torch=False),
         "parameters": {
             "latency_s": latency,
             "questions": n_questions,

@@ -61,11 +61,8 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: rtdemo importabl
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from benchmarks.training_throughput import (  # noqa: E402
-    last_letter_records,
-    machine_info,
-    usable_cores,
-)
+from benchmarks.machine import machine_info, usable_cores  # noqa: E402
+from benchmarks.training_throughput import last_letter_records  # noqa: E402
 
 VARIANTS = ("lora", "full")
 MIB = 1024 * 1024
