@@ -314,10 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
             type=Path,
             help="workspace folder (default: $RTDEMO_HOME, else ./rtdemo-data)",
         )
-    from rtdemo.commands import generate, students
+    from rtdemo.commands import generate, push, students
 
     generate.register(commands)
     students.register(commands)
+    push.register(commands)
     jobs_commands.register(commands)
     return parser
 
