@@ -6,6 +6,7 @@ Screenshots go to `test-artifacts/browser/` (kept by CI as the tests' artifacts;
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -102,3 +103,39 @@ def pick(page, label: str, option: str) -> None:
 def open_tab(page, name: str) -> None:
     """Click the tab called `name`."""
     page.get_by_role("tab", name=name, exact=True).click()
+
+
+def new_page(browser, url):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.goto(url)
+    page.get_by_text("owner id").wait_for()
+    return context, page
+
+
+def create_experiment(page, name: str, task: str, size: int = 40, length: int = 2) -> None:
+    """Choose a synthetic task in the Task tab and create experiment `name` from it."""
+    open_tab(page, "Task")
+    pick(page, "Task", task)
+    pick(page, "Source", "synthetic")
+    page.get_by_text("Synthetic task settings and your own file").click()
+    page.get_by_label("Size (questions)").fill(str(size))
+    page.get_by_label("People / words per question").fill(str(length))
+    page.get_by_label("New experiment name").fill(name)
+    page.get_by_role("button", name="Create from the Task tab's choice").click()
+    page.get_by_text(f"{name}", exact=False).first.wait_for()
+    page.get_by_text("train /", exact=False).wait_for()
+
+
+def generate_with_builtin_teacher(page) -> None:
+    """Teacher tab: the built-in teacher on the experiment's train split, until it is done."""
+    open_tab(page, "Teacher")
+    page.get_by_role("button", name="Estimate cost").click()
+    page.get_by_text("free", exact=False).first.wait_for()
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.get_by_text(re.compile(r"job \d+ \(generate\) done")).wait_for(timeout=120_000)
+
+
+def visible_text(page, text: str):
+    """The first visible element whose text contains `text` (hidden tabs hold copies)."""
+    return page.get_by_text(text, exact=False).filter(visible=True).first

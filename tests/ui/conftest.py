@@ -57,3 +57,17 @@ def client(launched_app):
     c = Client(url, verbose=False)
     c.owner = c.predict(None, None, api_name="/session")[0]
     return c
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright, shared by the browser tests (one context each)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.ui.browser import chromium_path
+
+    executable = chromium_path()
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=executable, headless=True)
+        yield b
+        b.close()

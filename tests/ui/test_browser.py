@@ -12,7 +12,16 @@ import pytest
 from playwright.sync_api import expect
 
 from rtdemo.store import Store
-from tests.ui.browser import app_server, chromium_path, open_tab, owner_id, pick, shot
+from tests.ui.browser import (
+    app_server,
+    create_experiment,
+    generate_with_builtin_teacher,
+    new_page,
+    open_tab,
+    owner_id,
+    shot,
+    visible_text,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -24,39 +33,6 @@ def server(tmp_path_factory):
     workspace.mkdir()
     with app_server(workspace) as url:
         yield url, workspace
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    executable = chromium_path()
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=executable, headless=True)
-        yield b
-        b.close()
-
-
-def new_page(browser, url):
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    page.goto(url)
-    page.get_by_text("owner id").wait_for()
-    return context, page
-
-
-def create_experiment(page, name: str, task: str, size: int = 40, length: int = 2) -> None:
-    """Choose a synthetic task in the Task tab and create experiment `name` from it."""
-    open_tab(page, "Task")
-    pick(page, "Task", task)
-    pick(page, "Source", "synthetic")
-    page.get_by_text("Synthetic task settings and your own file").click()
-    page.get_by_label("Size (questions)").fill(str(size))
-    page.get_by_label("People / words per question").fill(str(length))
-    page.get_by_label("New experiment name").fill(name)
-    page.get_by_role("button", name="Create from the Task tab's choice").click()
-    page.get_by_text(f"{name}", exact=False).first.wait_for()
-    page.get_by_text("train /", exact=False).wait_for()
 
 
 def test_reload_keeps_the_owner_and_two_browsers_are_two_owners(server, browser):
@@ -86,20 +62,6 @@ def test_reload_keeps_the_owner_and_two_browsers_are_two_owners(server, browser)
 
 
 XSS = "<script>alert(1)</script> and <img src=x onerror=alert(1)>"
-
-
-def generate_with_builtin_teacher(page) -> None:
-    """Teacher tab: the built-in teacher on the experiment's train split, until it is done."""
-    open_tab(page, "Teacher")
-    page.get_by_role("button", name="Estimate cost").click()
-    page.get_by_text("free", exact=False).first.wait_for()
-    page.get_by_role("button", name="Start", exact=True).click()
-    page.get_by_text(re.compile(r"job \d+ \(generate\) done")).wait_for(timeout=120_000)
-
-
-def visible_text(page, text: str):
-    """The first visible element whose text contains `text` (hidden tabs hold copies)."""
-    return page.get_by_text(text, exact=False).filter(visible=True).first
 
 
 def review_counts(page) -> str:

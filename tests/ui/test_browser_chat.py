@@ -16,8 +16,14 @@ import pytest
 from playwright.sync_api import expect
 
 from rtdemo.store import Store
-from tests.ui.browser import app_server, chromium_path, open_tab, owner_id, shot
-from tests.ui.test_browser import create_experiment, generate_with_builtin_teacher
+from tests.ui.browser import (
+    app_server,
+    create_experiment,
+    generate_with_builtin_teacher,
+    open_tab,
+    owner_id,
+    shot,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -34,17 +40,6 @@ def server(tmp_path_factory):
     workspace.mkdir()
     with app_server(workspace, OMP_NUM_THREADS="1") as url:
         yield url, workspace
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    executable = chromium_path()
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=executable, headless=True)
-        yield b
-        b.close()
 
 
 def visible(page, locator):

@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 
 from rtdemo.store import Store
 from tests.fakes.hub_server import TOKEN, FakeHubServer
-from tests.ui.browser import app_server, chromium_path, open_tab, owner_id, pick, shot
+from tests.ui.browser import app_server, open_tab, owner_id, pick, shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -38,17 +38,6 @@ def server(tmp_path_factory, hub):
     env = {"HF_TOKEN": TOKEN, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}
     with app_server(workspace, **env) as url:
         yield url, workspace
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    executable = chromium_path()
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=executable, headless=True)
-        yield b
-        b.close()
 
 
 def visible(page, role: str, name: str):
