@@ -11,7 +11,6 @@ import gradio as gr
 
 from rtdemo.errors import UserError
 from rtdemo.tasks import TASKS, SourceOptions, load_examples, source_status
-from rtdemo.tasks.synthetic import SyntheticSettings
 from rtdemo.tasks.types import SOURCES, SPLITS
 from rtdemo.ui.experiments import AUTO, TaskChoice
 
@@ -50,13 +49,26 @@ def preview(
     size: float,
     length: float,
     file: str | None,
+    question_column: str = "question",
+    answer_column: str = "answer",
+    answer_type: str = "",
 ) -> tuple[list[list], str]:
-    """The first `limit` questions of a task's split, and a status line (or the error)."""
+    """The first `limit` questions of a task's split, and a status line (or the error).
+
+    A file is read with the column mapping and answer type a new experiment would use."""
     try:
-        options = SourceOptions(
-            file=Path(file) if file else None,
-            synthetic=SyntheticSettings(seed=int(seed), size=int(size), length=int(length)),
+        choice = TaskChoice(
+            key,
+            source,
+            int(seed or 0),
+            int(size or 0),
+            int(length or 0),
+            file,
+            (question_column or "question").strip(),
+            (answer_column or "answer").strip(),
+            answer_type or "",
         )
+        options = choice.options(Path(file) if file else None)
         examples = load_examples(key, split, None if source == AUTO else source, options)
     except UserError as err:
         return [], f"⚠️ {err}"
@@ -124,9 +136,11 @@ def build_task_tab() -> list[gr.components.Component]:
     status = gr.Markdown()
     table = gr.Dataframe(headers=PREVIEW_HEADERS, interactive=False, wrap=True, label="Questions")
     key.change(source_notes, key, notes, api_visibility="private")
+    inputs = [key, source, split, limit, seed, size, length, file]
+    inputs += [question_column, answer_column, answer_type]
     show.click(
         preview,
-        [key, source, split, limit, seed, size, length, file],
+        inputs,
         [table, status],
         api_name="preview_task",
     )
