@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rtdemo.errors import UserError
-from rtdemo.tasks import TASKS, SourceOptions, load_examples
+from rtdemo.tasks import TASKS, SourceOptions, load_examples, pick_source
 from rtdemo.tasks.synthetic import SyntheticSettings
 from rtdemo.tasks.types import AnswerFormat
 from rtdemo.ui.session import AppContext, check_owner, keep_upload
@@ -95,7 +95,12 @@ def create_experiment(ctx: AppContext, owner: str | None, name: str, choice: Tas
     train = _load_split(choice, "train", file)
     test = _load_split(choice, "test", file)
     ctx.quotas.check_questions(owner, max(len(train), len(test)))
-    config = {"source": choice.source, "source_argv": choice.source_argv(file)}
+    # The source actually used ("first available" resolved): the paper's figures compare only with
+    # an experiment on the paper's own files (rtdemo.results.paper_source).
+    source = choice.source
+    if source == AUTO:
+        source = pick_source(TASKS[choice.key], choice.options(file).resolved(), "train")
+    config = {"source": source, "source_argv": choice.source_argv(file)}
     with ctx.store() as store:
         exp = store.create_experiment(name, choice.key, owner=owner, config=config)
         store.add_questions(exp.id, train + test)

@@ -74,6 +74,19 @@ def test_an_experiment_snapshots_train_and_test_and_belongs_to_its_owner(ui_ctx,
         ]
 
 
+def test_an_experiment_records_the_source_first_available_resolved_to(
+    ui_ctx, owner, paper_data, monkeypatch
+):
+    create_experiment(ui_ctx, owner, "auto-letters", TaskChoice("last_letter_concatenation"))
+    monkeypatch.setenv("RTDEMO_PAPER_DATA", str(paper_data))
+    create_experiment(ui_ctx, owner, "auto-svamp", TaskChoice("svamp"))
+    with ui_ctx.store() as store:
+        assert store.get_experiment("auto-letters", owner).config["source"] == "synthetic"
+        svamp = store.get_experiment("auto-svamp", owner)
+        assert svamp.config["source"] == "paper"
+        assert store.count_questions(svamp.id, "test") == 300
+
+
 def test_bad_input_to_create_says_what_to_do(ui_ctx, owner, tmp_path):
     choice = TaskChoice("last_letter_concatenation", "synthetic", size=30, length=2)
     with pytest.raises(UserError, match="type a name"):
