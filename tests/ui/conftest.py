@@ -59,9 +59,12 @@ def client(launched_app):
     return c
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium driven by Playwright, shared by the browser tests (one context each)."""
+    """Debian's Chromium driven by Playwright, for one test module (one context per test).
+
+    Module scope, not session: Playwright's sync API keeps an event loop running on this thread
+    while it is open, and later tests that call `asyncio.run` would fail."""
     from playwright.sync_api import sync_playwright
 
     from tests.ui.browser import chromium_path
