@@ -48,6 +48,17 @@ def _isolated_env(tmp_path, monkeypatch):
     monkeypatch.delenv("RTDEMO_HUB_DIR", raising=False)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's in-process models (2 cores, and job processes beside)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def run_cli():
     """Run `python -m rtdemo ...` in a real subprocess; returns the CompletedProcess."""

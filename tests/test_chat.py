@@ -46,14 +46,7 @@ QUESTION = 'Take the last letters of each words in "Ada Lovelace" and concatenat
 GOLD = Example(QUESTION, "ae", "test", 7)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +139,9 @@ def test_a_teacher_that_fails_ends_its_side_with_the_message():
 
 
 def test_an_openai_compatible_teacher_streams_over_sse(tmp_path):
-    with FakeOpenAIServer(api_key="sk-chat-secret-0123456789", chunk_delay=0.01) as server:
+    with FakeOpenAIServer(api_key="sk-" + "chat-secret-0123456789", chunk_delay=0.01) as server:
         teacher = OpenAITeacher(
-            "fake-model", base_url=server.base_url, api_key="sk-chat-secret-0123456789"
+            "fake-model", base_url=server.base_url, api_key="sk-" + "chat-secret-0123456789"
         )
         sides = list(teacher_side(teacher, "How many words?", stop=threading.Event()))
         bodies = server.bodies("chat")
@@ -162,8 +155,9 @@ def test_an_openai_compatible_teacher_streams_over_sse(tmp_path):
 
 
 def test_a_wrong_key_is_an_error_on_the_teacher_side_without_the_key():
-    with FakeOpenAIServer(api_key="sk-the-right-one-0123456789") as server:
-        teacher = OpenAITeacher("m", base_url=server.base_url, api_key="sk-wrong-0123456789xyz")
+    with FakeOpenAIServer(api_key="sk-" + "the-right-one-0123456789") as server:
+        wrong = "sk-" + "wrong-0123456789xyz"
+        teacher = OpenAITeacher("m", base_url=server.base_url, api_key=wrong)
         final = last(teacher_side(teacher, "q", stop=threading.Event()))
     assert final.status == "error" and "rejected the API key" in final.note
     assert "sk-wrong" not in final.note

