@@ -101,19 +101,19 @@ def build_app(workspace: str | Path | None = None) -> gr.Blocks:
             create = gr.Button("Create from the Task tab's choice", scale=1)
         experiment_md = gr.Markdown()
 
-        with gr.Tab("Task"):
+        with gr.Tab("Task", elem_id="tab-task"):
             choice_inputs = build_task_tab()
-        with gr.Tab("Teacher"):
+        with gr.Tab("Teacher", elem_id="tab-teacher"):
             build_teacher_tab(ctx, owner, experiment)
-        with gr.Tab("Review"):
+        with gr.Tab("Review", elem_id="tab-review"):
             build_review_tab(ctx, owner, experiment)
-        with gr.Tab("Train"):
+        with gr.Tab("Train", elem_id="tab-train"):
             build_train_tab(ctx, owner, experiment)
-        with gr.Tab("Evaluate"):
+        with gr.Tab("Evaluate", elem_id="tab-evaluate"):
             build_evaluate_tab(ctx, owner, experiment)
-        with gr.Tab("Chat"):
+        with gr.Tab("Chat", elem_id="tab-chat"):
             build_chat_tab(ctx, owner, experiment)
-        with gr.Tab("Publish"):
+        with gr.Tab("Publish", elem_id="tab-publish"):
             build_publish_tab(ctx, owner, experiment)
 
         def load(stored: str | None, remembered: str | None, profile: gr.OAuthProfile | None):

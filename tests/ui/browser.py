@@ -18,11 +18,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.helpers import kill_job_processes
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "browser"
+
+# Playwright's `expect` gives up after 5 s by default; a CI machine running the suite on two
+# busy cores answers some clicks more slowly than that.
+expect.set_options(timeout=30_000)
 
 
 def free_port() -> int:
@@ -100,9 +105,19 @@ def pick(page, label: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
-def open_tab(page, name: str) -> None:
-    """Click the tab called `name`."""
+def open_tab(page, name: str):
+    """Click the app's tab called `name`; return its panel once it is shown.
+
+    Scope locators to the panel: until the click has re-rendered the page, the tab left
+    behind is still visible, and a button such as "Refresh" exists in several tabs.
+    """
     page.get_by_role("tab", name=name, exact=True).click()
+    panel = page.locator(f"#tab-{name.lower()}")
+    expect(page.get_by_role("tab", name=name, exact=True)).to_have_attribute(
+        "aria-selected", "true"
+    )
+    expect(panel).to_be_visible()
+    return panel
 
 
 def new_page(browser, url):

@@ -43,14 +43,14 @@ def test_reload_keeps_the_owner_and_two_browsers_are_two_owners(server, browser)
         owner_a, owner_b = owner_id(a), owner_id(b)
         assert owner_a.startswith("anon-") and owner_b.startswith("anon-") and owner_a != owner_b
         create_experiment(a, "alpha-letters", "last_letter_concatenation")
-        assert a.get_by_text("28 train / 12 test questions", exact=False).is_visible()
+        expect(a.get_by_text("28 train / 12 test questions", exact=False)).to_be_visible()
         shot(a, "00-experiment-created")
 
         a.reload()
         a.get_by_text("owner id").wait_for()
         assert owner_id(a) == owner_a
         a.get_by_text("28 train / 12 test questions", exact=False).wait_for()
-        assert a.get_by_label("Experiment", exact=True).input_value() == "alpha-letters"
+        expect(a.get_by_label("Experiment", exact=True)).to_have_value("alpha-letters")
 
         # B sees none of A's experiments.
         b.get_by_label("Experiment", exact=True).click()
@@ -80,27 +80,26 @@ def test_model_text_is_shown_as_text_and_runs_nothing(server, browser):
     try:
         create_experiment(page, "xss", "last_letter_concatenation", size=10)
         generate_with_builtin_teacher(page)
-        # What a teacher wrote, verbatim: make one rationale hostile.
+        # What a teacher wrote, verbatim: make every rationale hostile, so that the row each
+        # table shows first has it (the tables scroll, and Gradio renders only the rows in view).
         owner = owner_id(page)
         with Store(workspace) as store:
             exp = store.get_experiment("xss", owner)
             with store.transaction() as conn:
                 conn.execute(
-                    "UPDATE samples SET rationale = ? WHERE experiment_id = ? AND idx = ("
-                    "SELECT MIN(idx) FROM samples WHERE experiment_id = ?)",
-                    (XSS, exp.id, exp.id),
+                    "UPDATE samples SET rationale = ? WHERE experiment_id = ?", (XSS, exp.id)
                 )
-        open_tab(page, "Review")
-        page.get_by_role("button", name="Refresh").filter(visible=True).first.click()
+        review = open_tab(page, "Review")
+        review.get_by_role("button", name="Refresh").click()
         teacher_box = page.get_by_label("Teacher's rationale (original)")
         expect(teacher_box).to_have_value(re.compile(re.escape(XSS)))
         # The D rationales of the question, in a table: the literal text in a cell.
-        visible_text(page, "<script>alert(1)</script>").wait_for()
+        visible_text(review, "<script>alert(1)</script>").wait_for()
         assert page.locator("img[src='x']").count() == 0
         # The Teacher tab's table of newest samples shows it as text too.
-        open_tab(page, "Teacher")
-        page.get_by_role("button", name="Refresh").filter(visible=True).first.click()
-        visible_text(page, "<img src=x onerror=alert(1)>").wait_for()
+        teacher = open_tab(page, "Teacher")
+        teacher.get_by_role("button", name="Refresh").click()
+        visible_text(teacher, "<img src=x onerror=alert(1)>").wait_for()
         assert page.locator("img[src='x']").count() == 0
         page.wait_for_timeout(500)
         assert dialogs == []
