@@ -23,8 +23,8 @@ The command the job runs:
             ctx.progress(done=i + 1, total=len(items))
 
 Secrets reach a job through its environment only: never the database, argv, the run folder or logs.
-Jobs of `TORCH_KINDS` run one at a time per machine (two torch workloads on two cores thrash); the
-others start at once.
+Torch workloads (`Job.uses_torch`: training, evaluation, and generation with a local model as the
+teacher) run one at a time per machine (two of them on two cores thrash); other jobs start at once.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from rtdemo.store import Store
 Status = Literal["queued", "running", "done", "failed", "cancelled"]
 ENDED: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 TORCH_KINDS: frozenset[str] = frozenset({"train", "evaluate"})
+LOCAL_MODEL_TEACHERS: frozenset[str] = frozenset({"hf"})  # `generate --teacher` runs torch here
 LOCAL_OWNER = "local"
 
 RUNS_DIR = "runs"
@@ -98,6 +99,11 @@ class Job:
     ended_at: str | None
 
     @property
+    def uses_torch(self) -> bool:
+        """Whether the job runs a model here (it then waits for the machine's torch slot)."""
+        return uses_torch(self.kind, self.argv)
+
+    @property
     def ended(self) -> bool:
         """Whether the job is done, failed or cancelled."""
         return self.status in ENDED
@@ -109,6 +115,30 @@ class Job:
 
 class JobCancelled(Exception):
     """Raised by `JobContext.check_cancelled()` (`rtdemo.job_context`); the job ends cancelled."""
+
+
+def flag_value(argv: Sequence[str], flag: str) -> str | None:
+    """The value of `flag` in a job's argv (`--flag value` or `--flag=value`), else None."""
+    for i, token in enumerate(argv):
+        if token == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if token.startswith(f"{flag}="):
+            return token.split("=", 1)[1]
+    return None
+
+
+def uses_torch(kind: str, argv: Sequence[str]) -> bool:
+    """Whether a job of `kind` with `argv` is a torch workload: training, evaluation, or a
+    generation whose teacher is a local model."""
+    if kind in TORCH_KINDS:
+        return True
+    return kind == "generate" and flag_value(argv, "--teacher") in LOCAL_MODEL_TEACHERS
+
+
+def running_torch_job(store: Store) -> Job | None:
+    """The torch workload running on this machine (of any owner), or None."""
+    rows = store.read(f"SELECT {_COLUMNS} FROM jobs WHERE status = 'running' ORDER BY id")
+    return next((j for j in (_job(r, store.workspace) for r in rows) if j.uses_torch), None)
 
 
 def _now() -> str:
@@ -291,7 +321,7 @@ def start_job(
 
 
 def _launch(store: Store, job: Job, env: dict[str, str]) -> None:
-    if job.kind in TORCH_KINDS:
+    if job.uses_torch:
         start_queued(store, env_by_job={job.id: env})
     elif _claim(store, job.id):
         _spawn(store, job, env)
@@ -306,21 +336,16 @@ def start_queued(
     `refresh_stale`. A queued job whose secrets are not at hand (they are never stored) fails
     with a message asking to resume it with them.
     """
-    kinds = sorted(TORCH_KINDS)
-    marks = ", ".join("?" * len(kinds))
     while True:
         with store.transaction() as conn:
-            busy = f"SELECT 1 FROM jobs WHERE status = 'running' AND kind IN ({marks})"
-            if conn.execute(busy, kinds).fetchone():
+            sql = f"SELECT {_COLUMNS} FROM jobs WHERE status IN ('running', 'queued') ORDER BY id"
+            pending = [_job(row, store.workspace) for row in conn.execute(sql)]
+            torch_jobs = [j for j in pending if j.uses_torch]
+            if any(j.status == "running" for j in torch_jobs):
                 return None
-            row = conn.execute(
-                f"SELECT id FROM jobs WHERE status = 'queued' AND kind IN ({marks})"
-                " ORDER BY id LIMIT 1",
-                kinds,
-            ).fetchone()
-            if row is None:
+            job = next((j for j in torch_jobs if j.status == "queued"), None)
+            if job is None:
                 return None
-            job = _fetch(store, int(row[0]))
             env = (env_by_job or {}).get(job.id, {})
             inherited = _child_env(store.workspace, {})
             missing = [n for n in job.env_names if n not in env and n not in inherited]

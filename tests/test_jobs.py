@@ -35,8 +35,10 @@ from rtdemo.jobs import (
     read_progress,
     refresh_stale,
     resume_job,
+    running_torch_job,
     start_job,
     tail_log,
+    uses_torch,
 )
 from rtdemo.store import Store, workspace_path
 from tests.helpers import kill_job_processes, wait_for
@@ -326,6 +328,28 @@ def test_torch_jobs_run_one_at_a_time_and_the_queue_advances_by_itself(store):
     assert status(store, third.id) == "cancelled" and read_progress(third) == []
     assert not (third.run_dir / "log.txt").exists()
     assert status(store, other.id) == "done"
+
+
+def test_a_generation_with_a_local_model_is_a_torch_workload():
+    assert uses_torch("train", []) and uses_torch("evaluate", ["evaluate"])
+    assert uses_torch("generate", ["generate", "--teacher", "hf", "--model", "gpt2"])
+    assert uses_torch("generate", ["generate", "--teacher=hf"])
+    for teacher in ("builtin", "openai", "replay"):
+        assert not uses_torch("generate", ["generate", "--teacher", teacher])
+    assert not uses_torch("generate", ["generate", "--model", "hf"])  # the value of another flag
+    assert not uses_torch("push", ["push", "--teacher", "hf"])
+
+
+@pytest.mark.slow
+def test_a_local_model_teacher_waits_for_training_and_other_generations_do_not(store):
+    training = start_job(store, "train", sleeper(6, 0.1))
+    local = start_job(store, "generate", sleeper(3, 0.1, "--teacher", "hf"))
+    api = start_job(store, "generate", sleeper(3, 0.1, "--teacher", "openai"))
+    assert (training.status, local.status, api.status) == ("running", "queued", "running")
+    assert running_torch_job(store).id == training.id
+    wait_for(lambda: status(store, local.id) == "done", what="the queued generation to run")
+    assert read_progress(local)[0]["time"] >= read_progress(training)[-1]["time"]
+    assert running_torch_job(store) is None
 
 
 @pytest.mark.slow

@@ -197,6 +197,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sleep.add_argument("--fail-at", type=int, help="raise an error after this step")
     sleep.add_argument("--require-env", metavar="NAME", help="fail unless this variable is set")
     sleep.add_argument("--ignore-cancel", action="store_true", help="never check for a cancel")
+    sleep.add_argument("--teacher", help="ignored: lets a test stand for a generation with it")
     add_job_id_flag(sleep)
     sleep.set_defaults(func=cmd_sleep)
     # argparse lists a suppressed subcommand anyway (as ==SUPPRESS==): take it out of the help.

@@ -24,12 +24,12 @@ from typing import Any
 
 import pandas as pd
 
+from rtdemo.access import check_model_name, check_public_url
 from rtdemo.chat import TEACHER_MAX_TOKENS, chat_exchange, teacher_side
 from rtdemo.chat_student import STUDENT_MAX_NEW_TOKENS, StudentSpec, student_side
 from rtdemo.chat_votes import VOTES, list_votes, save_vote, write_votes_jsonl
 from rtdemo.errors import UserError
-from rtdemo.jobs import TORCH_KINDS, refresh_stale
-from rtdemo.quotas import on_spaces
+from rtdemo.jobs import refresh_stale, running_torch_job
 from rtdemo.runs import list_runs
 from rtdemo.store import Experiment, Store
 from rtdemo.tasks import get_task
@@ -41,7 +41,7 @@ from rtdemo.ui.session import AppContext, check_owner
 TEACHERS = {"built-in (offline)": "builtin", "OpenAI-compatible": "openai"}
 FORMAT_NAMES = {"cot": "Fine-tune-CoT", "vanilla": "vanilla baseline"}
 VOTE_COLUMNS = ["#", "time", "vote", "question", "gold", "teacher ✓", "student ✓", "student"]
-_JOB_NAMES = {"train": "training", "evaluate": "evaluation"}
+_JOB_NAMES = {"train": "training", "evaluate": "evaluation", "generate": "generation"}
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,6 @@ def student_choices(ctx: AppContext, owner: str | None, experiment: str | None) 
         return [r.name for r in reversed(list_runs(store, exp)) if r.status == "trained"]
 
 
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
-
-
 def resolve_student(store: Store, exp: Experiment, name: str) -> StudentSpec:
     """The student `name` stands for: a trained run of the experiment, else a model folder or a
     Hub id (read like a Fine-tune-CoT student); "" is the newest trained run."""
@@ -108,10 +104,7 @@ def resolve_student(store: Store, exp: Experiment, name: str) -> StudentSpec:
         if run.name == name:
             label = f"run {run.name} ({FORMAT_NAMES.get(run.format, run.format)}, {run.student})"
             return StudentSpec(str(run.output_dir / "final"), run.format, label)
-    if _looks_like_path(name) and on_spaces():
-        raise UserError(
-            "on a shared Space the student is one of your trained runs or a Hub id, not a folder"
-        )
+    check_model_name(name, "student (or pick one of your trained runs)")
     from rtdemo.students import student_kind
 
     student_kind(name)  # a missing folder or an unreachable Hub id: a message that says so
@@ -123,6 +116,8 @@ def build_teacher(form: ChatForm, task: str, key: str = "") -> Teacher:
     from rtdemo.commands.generate import BUILTIN_TASKS, KEY_ENV
     from rtdemo.commands.generate import build_teacher as build
 
+    if form.teacher == "openai" and form.base_url:
+        check_public_url(form.base_url)  # the server's own network, if the host forbids it
     if form.teacher == "builtin" and task not in BUILTIN_TASKS:
         raise UserError(
             "the built-in offline teacher only answers Coin Flip and Last Letter Concatenation "
@@ -171,25 +166,20 @@ def random_test_question(
 
 
 def torch_job_waiting(ctx: AppContext) -> str | None:
-    """Why the student must wait: a training or evaluation job (of anyone) running here, on a
-    machine without a GPU; None when it may generate."""
+    """Why the student must wait: a torch job (training, evaluation, a local-model teacher's
+    generation; of anyone) running here, on a machine without a GPU; None when it may generate."""
     import torch
 
     if torch.cuda.is_available():
         return None
     with ctx.store() as store:
         refresh_stale(store)  # a job that died is not waited for
-        marks = ", ".join("?" * len(TORCH_KINDS))
-        rows = store.read(
-            f"SELECT id, kind FROM jobs WHERE status = 'running' AND kind IN ({marks})"
-            " ORDER BY id LIMIT 1",
-            tuple(sorted(TORCH_KINDS)),
-        )
-    if not rows:
+        job = running_torch_job(store)
+    if job is None:
         return None
-    job_id, kind = rows[0]
+    name = _JOB_NAMES.get(job.kind, job.kind)
     return (
-        f"waiting for {_JOB_NAMES.get(kind, kind)} job {job_id} to finish… (on this CPU machine "
+        f"waiting for {name} job {job.id} to finish… (on this CPU machine "
         "the student answers after it: two torch workloads would slow each other down)"
     )
 

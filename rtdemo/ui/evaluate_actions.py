@@ -17,13 +17,13 @@ import pandas as pd
 
 from rtdemo.commands.generate import KEY_ENV
 from rtdemo.errors import UserError
-from rtdemo.jobs import Job, cancel_job, list_jobs
+from rtdemo.jobs import Job, cancel_job, flag_value, list_jobs
 from rtdemo.results import TABLE_COLUMNS, comparison_rows, comparison_table, subject_predictions
 from rtdemo.runs import latest_evaluations, list_runs
 from rtdemo.samples import load_samples
 from rtdemo.store import Experiment, Store
 from rtdemo.tasks import get_task
-from rtdemo.ui.job_view import flag_value, job_status
+from rtdemo.ui.job_view import job_status
 from rtdemo.ui.session import ACTIVE, AppContext, check_owner
 
 PREDICTION_COLUMNS = ["#", "correct", "question", "gold answer", "prediction", "output"]

@@ -6,7 +6,6 @@ newest job of their kind after a reload (the job lives in the store, not in the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from rtdemo.jobs import Job, last_progress, tail_log
@@ -28,16 +27,6 @@ RESUME_NOTES = {
     ),
 }
 RESUME_OTHER = "**Resume** runs it again."
-
-
-def flag_value(argv: Sequence[str], flag: str) -> str | None:
-    """The value of `flag` in a job's argv (`--flag value` or `--flag=value`), else None."""
-    for i, token in enumerate(argv):
-        if token == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if token.startswith(f"{flag}="):
-            return token.split("=", 1)[1]
-    return None
 
 
 def _seconds(value: Any) -> str:

@@ -22,6 +22,7 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 
+from rtdemo.access import check_command
 from rtdemo.errors import UserError
 from rtdemo.jobs import Job, list_jobs
 from rtdemo.quotas import LOGGED_IN_PREFIX, Quotas
@@ -96,13 +97,15 @@ class AppContext:
     ) -> Job:
         """Run `rtdemo <argv> --background` for `owner` in-process and return the job it started.
 
-        The command checks its settings before starting anything (a `UserError` then). The owner's
-        running-jobs quota is checked first. `secrets_env` (e.g. an API key) goes only to the job's
-        environment; it is never part of the argv, the store or a file.
+        The command checks its settings before starting anything (a `UserError` then). What the
+        host allows (`rtdemo.access`) and the owner's running-jobs quota are checked first.
+        `secrets_env` (e.g. an API key) goes only to the job's environment; it is never part of
+        the argv, the store or a file.
         """
         from rtdemo.cli import build_parser
 
         owner = check_owner(owner)
+        check_command(argv)  # the server's own network and disk, if the host forbids them
         with self.store() as store:
             self.quotas.check_running(owner, len(self.active_jobs(store, owner)))
         full = [*argv, "--workspace", str(self.workspace), "--owner", owner, "--background"]

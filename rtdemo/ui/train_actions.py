@@ -17,10 +17,10 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from rtdemo.errors import UserError
-from rtdemo.jobs import Job, cancel_job, list_jobs, read_progress, resume_job
+from rtdemo.jobs import Job, cancel_job, flag_value, list_jobs, read_progress, resume_job
 from rtdemo.runs import list_runs
 from rtdemo.store import Experiment, Store
-from rtdemo.ui.job_view import flag_value, job_status
+from rtdemo.ui.job_view import job_status
 from rtdemo.ui.session import ACTIVE, AppContext, check_owner, cli_text
 
 FORMATS = {"Fine-tune-CoT": ("cot",), "vanilla baseline": ("vanilla",), "both": ("cot", "vanilla")}

@@ -79,7 +79,9 @@ def a_test_question(ctx: AppContext, owner: str, experiment: str) -> str:
 # -- choices -----------------------------------------------------------------------------------
 
 
-def test_students_are_the_trained_runs_or_a_folder(ui_ctx, owner, letters_experiment, tiny_folder):
+def test_students_are_the_trained_runs_or_a_folder(
+    ui_ctx, owner, letters_experiment, tiny_folder, monkeypatch
+):
     assert student_choices(ui_ctx, owner, letters_experiment) == []
     question = a_test_question(ui_ctx, owner, letters_experiment)
     with pytest.raises(UserError, match="no trained student yet"):
@@ -96,6 +98,11 @@ def test_students_are_the_trained_runs_or_a_folder(ui_ctx, owner, letters_experi
         assert folder.path == str(tiny_folder) and "not trained here" in folder.label
         with pytest.raises(UserError, match="no student folder"):
             resolve_student(store, exp, str(tiny_folder / "missing"))
+        with monkeypatch.context() as spaces:  # a public Space: no folders of the server
+            spaces.setenv("SYSTEM", "spaces")
+            with pytest.raises(UserError, match="does not load models from its own disk"):
+                resolve_student(store, exp, str(tiny_folder))
+            assert resolve_student(store, exp, "cot").format == "cot"  # trained runs are fine
         example = find_example(store, exp, f"  {question} ")
         assert example is not None and example.split == "test"
         assert find_example(store, exp, "What is 2 + 2?") is None
@@ -115,13 +122,17 @@ def test_a_random_question_comes_from_the_test_split(ui_ctx, owner, letters_expe
         random_test_question(ui_ctx, OTHER, letters_experiment)
 
 
-def test_teachers_are_checked_before_anything_runs():
+def test_teachers_are_checked_before_anything_runs(monkeypatch):
     with pytest.raises(UserError, match="only answers Coin Flip and Last Letter"):
         build_teacher(ChatForm(), "gsm8k")
     with pytest.raises(UserError, match="model name"):
         build_teacher(ChatForm(teacher="openai"), "gsm8k")
     with pytest.raises(UserError, match="API key"):
         build_teacher(ChatForm(teacher="openai", model="m"), "gsm8k")
+    internal = ChatForm(teacher="openai", base_url="http://169.254.169.254/v1", model="m")
+    monkeypatch.setenv("SYSTEM", "spaces")
+    with pytest.raises(UserError, match=r"own network: 169\.254\.169\.254"):
+        build_teacher(internal, "gsm8k", "k")
     assert ChatForm.of("OpenAI-compatible", " u ", " m ", "chat", 0.0, 128.0, "", 9.0) == ChatForm(
         teacher="openai", base_url="u", model="m", student_max_tokens=9
     )

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rtdemo.jobs import Job
-from rtdemo.ui.job_view import flag_value, job_status, resume_note
+from rtdemo.jobs import Job, flag_value
+from rtdemo.ui.job_view import job_status, resume_note
 
 
 def a_job(tmp_path: Path, kind: str, status: str = "cancelled") -> Job:

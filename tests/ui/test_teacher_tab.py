@@ -165,6 +165,21 @@ def test_a_visitor_over_the_sample_quota_is_told_and_no_job_starts(
     assert "No job yet" in generation_status(ui_ctx, owner, "letters")[0]
 
 
+def test_on_a_public_space_teachers_on_the_servers_network_or_disk_are_refused(
+    ui_ctx, owner, letters_experiment, monkeypatch
+):
+    monkeypatch.setenv("SYSTEM", "spaces")
+    internal = TeacherChoice("openai", "http://127.0.0.1:9/v1", "gpt-4o-mini")
+    with pytest.raises(UserError, match=r"does not reach its own network: 127\.0\.0\.1"):
+        start_generation(ui_ctx, owner, "letters", internal, fresh_key())
+    with pytest.raises(UserError, match="does not load models from its own disk"):
+        start_generation(ui_ctx, owner, "letters", TeacherChoice("hf", model="/srv/teacher"))
+    assert latest(ui_ctx, owner) is None
+    monkeypatch.setenv("RTDEMO_ALLOW_LOCAL_ACCESS", "1")  # the host allows it
+    start_generation(ui_ctx, owner, "letters", internal, fresh_key())
+    assert latest(ui_ctx, owner) is not None
+
+
 def test_cancel_resume_owners_and_the_key_stays_off_disk(ui_ctx, owner, letters_experiment):
     key = fresh_key()
     with FakeOpenAIServer(api_key=key, latency=0.1) as server:
