@@ -87,6 +87,10 @@ class OpenAITeacher(Teacher):
         if token_field == "auto":
             token_field = "max_completion_tokens" if host == "api.openai.com" else "max_tokens"
         self.token_field = token_field
+        if http_client is None:
+            # Redirects are not followed: a server must not send the request (and the key) on to
+            # an address the base URL check never saw (rtdemo.access).
+            http_client = openai.DefaultAsyncHttpxClient(follow_redirects=False)
         self._client = openai.AsyncOpenAI(
             api_key=key, base_url=url, max_retries=0, timeout=timeout, http_client=http_client
         )
@@ -275,6 +279,13 @@ class OpenAITeacher(Teacher):
                 "rate_limit",
                 f"the teacher server at {url} is rate-limiting requests (429){_said(detail)}",
                 retry_after=parse_retry_after(err.response.headers),
+            )
+        if isinstance(err, openai.APIStatusError) and 300 <= err.status_code < 400:
+            where = self._redact(err.response.headers.get("location", "elsewhere"))
+            return TeacherError(
+                "bad_request",
+                f"the teacher server at {url} redirects ({err.status_code}) to {where}: "
+                "redirects are not followed, use the final address as the base URL",
             )
         if isinstance(err, openai.APIStatusError):
             status = err.status_code

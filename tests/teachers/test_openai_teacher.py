@@ -325,6 +325,37 @@ def test_a_closed_port_is_one_fast_connection_error():
     assert time.monotonic() - started < 2.0
 
 
+def test_a_redirect_is_not_followed_and_says_where_it_pointed(server):
+    """A server that answers 307 (to an address a base URL check never saw) gets nothing more."""
+    import http.server
+    import threading
+
+    target = f"{server.base_url}/chat/completions"
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.send_response(307)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    redirector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=redirector.serve_forever, daemon=True).start()
+    try:
+        base_url = f"http://127.0.0.1:{redirector.server_address[1]}/v1"
+        teacher = OpenAITeacher(MODEL, base_url=base_url, api_key=KEY, timeout=5.0)
+        err = failure(teacher, rationale())
+    finally:
+        redirector.shutdown()
+        redirector.server_close()
+    assert err.kind == "bad_request" and not err.retryable
+    assert f"redirects (307) to {target}" in str(err) and "use the final address" in str(err)
+    assert server.requests_total == 0  # the request (and its key) went no further
+
+
 def test_list_models(server):
     assert run(make_teacher(server), lambda t: t.list_models()) == ["other-model", MODEL]
     err = failure(make_teacher(server, api_key="sk-bad-bad-bad"), lambda t: t.list_models())
