@@ -12,11 +12,14 @@ huggingface.co) passed explicitly. The token is an argument: never stored, logge
 Trying again is safe: files the repo already holds unchanged are not uploaded again, and a repo
 this workspace created (recorded in `publish/<experiment>/pushes.json`, with its endpoint) is
 reused; any other existing repo of that name is refused as taken unless `update` says to push
-into it. Every failure of the Hub ends in one `UserError` that says what to do.
+into it. A push deletes the files an earlier push of this workspace wrote to the same repo and
+this one does not (e.g. an adapter replaced by merged weights); other files are left alone. Every
+failure of the Hub ends in one `UserError` that says what to do.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -264,22 +267,28 @@ def push(
                 break
             doing = f"publishing {target.repo_id}"
             progress(done=done, total=total, phase=f"uploading {target.kind} {target.repo_id}")
+            earlier = _find(_load(store, experiment), endpoint, target.kind, target.repo_id)
+            stale = sorted(set((earlier or {}).get("files", [])) - set(target.files))
             try:
                 private = _create(api, store, experiment, request, target, endpoint, log)
                 log(f"uploading {len(target.files)} files to {target.repo_id}")
+                if stale:
+                    log(f"removing what an earlier push wrote and this one does not: {stale}")
                 info = api.upload_folder(
                     repo_id=target.repo_id,
                     repo_type=target.kind,
                     folder_path=target.folder,
                     commit_message=f"Publish the Fine-tune-CoT {target.kind} (rtdemo, "
                     f"experiment {experiment.name})",
+                    delete_patterns=[glob.escape(path) for path in stale] or None,
                 )
             except UserError:
                 raise
             except Exception as err:  # the library's and the network's errors, mapped
                 raise hub_error(err, endpoint, doing, token) from None
             entry = {"endpoint": endpoint, "kind": target.kind, "repo_id": target.repo_id}
-            _record(store, experiment, {**entry, "state": "pushed", "run": request.run})
+            pushed_entry = {**entry, "state": "pushed", "run": request.run, "files": target.files}
+            _record(store, experiment, pushed_entry)
             done += 1
             url = _page(endpoint, target.kind, target.repo_id)
             log(f"published {target.repo_id}: {url}")

@@ -413,6 +413,17 @@ def test_a_full_run_and_an_adapter_whose_base_is_on_the_hub(workspace, hub, toke
         p["output"] for p in predictions(workspace, "lora")
     ]
 
+    # The full run pushed into the same repo later: the adapter's files go (a reader must not
+    # find two models), and a file someone added by hand stays.
+    hub.repo("model", "tester/adapter").files["NOTES.md"] = b"mine"
+    code, _, err = cli(
+        workspace, "--repo-id", "tester/adapter", "--run", "cot", "--what", "model",
+        endpoint=hub.url,
+    )  # fmt: skip
+    assert code == 0, err
+    assert set(hub.repo("model", "tester/adapter").files) == PUBLISHED | {"NOTES.md"}
+    assert set(files_of(folder)) == PUBLISHED  # NOTES.md was never written to the folder
+
     # --merged: full weights even so (merging needs the base), the Hub base still named.
     from rtdemo import cards, hub_files
 

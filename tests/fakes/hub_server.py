@@ -22,6 +22,8 @@ Endpoints (every one checks `Authorization: Bearer <token>`, else 401):
 - `POST /api/{type}s/{owner}/{name}/commit/{rev}` — NDJSON: a header line, then one line per file
   (base64 content) or deleted file; written to `<root>/<type>s/<owner>/<name>/`;
 - `GET /api/{type}s/{owner}/{name}[/revision/{rev}]` — repo info (id, sha, private, siblings);
+- `GET /api/{type}s/{owner}/{name}/tree/{rev}` — every file (one page; what `list_repo_files`
+  and `upload_folder(delete_patterns=...)` read);
 - `GET /api/whoami-v2` — the user.
 
 Faults (`hub.fail(endpoint, fault, times=1, repo_type=None)`) apply to the next matching
@@ -48,7 +50,7 @@ import yaml
 
 TOKEN = "hf_" + "fakeTokenForTheLoopbackHub0123456789"
 USER = "tester"
-ENDPOINTS = ("create", "validate", "preupload", "commit", "info", "whoami")
+ENDPOINTS = ("create", "validate", "preupload", "commit", "tree", "info", "whoami")
 FAULTS = {"unauthorized": 401, "forbidden": 403, "taken": 409, "server_error": 500, "drop": 0}
 _REPO = r"/api/(?P<type>model|dataset|space)s/(?P<repo>[^/]+/[^/]+)"
 ROUTES = [
@@ -56,6 +58,7 @@ ROUTES = [
     ("POST", re.compile(r"/api/validate-yaml"), "validate"),
     ("POST", re.compile(_REPO + r"/preupload/(?P<rev>[^/]+)"), "preupload"),
     ("POST", re.compile(_REPO + r"/commit/(?P<rev>[^/]+)"), "commit"),
+    ("GET", re.compile(_REPO + r"/tree/(?P<rev>[^/]+)"), "tree"),
     ("GET", re.compile(_REPO + r"(?:/revision/(?P<rev>[^/]+))?"), "info"),
     ("GET", re.compile(r"/api/whoami-v2"), "whoami"),
 ]
@@ -249,6 +252,16 @@ class _Handler(BaseHTTPRequestHandler):
         siblings = [{"rfilename": path} for path in sorted(repo.files)]
         body = {"id": repo.repo_id, "sha": repo.sha, "private": repo.private}
         self._send(record, 200, {**body, "siblings": siblings})
+
+    def _tree(self, record: Request, raw: bytes, params: dict) -> None:
+        repo = self._repo(record, params)
+        if repo is None:
+            return
+        files = [
+            {"type": "file", "path": path, "size": len(data), "oid": git_oid(data)}
+            for path, data in sorted(repo.files.items())
+        ]
+        self._send(record, 200, files)
 
     def _whoami(self, record: Request, raw: bytes, params: dict) -> None:
         hub = self.server.hub
