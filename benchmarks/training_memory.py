@@ -95,13 +95,8 @@ def child(variant: str, steps: int, batch_size: int, tokens: int, threads: int) 
     from transformers import AutoModelForCausalLM, GPT2Config, TrainerCallback
 
     from rtdemo.students import byte_tokenizer
-    from rtdemo.training import (
-        PAPER_RECIPE,
-        TrainSettings,
-        _quiet_libraries,
-        build_trainer,
-        choose_precision,
-    )
+    from rtdemo.train_settings import PAPER_RECIPE, TrainSettings, choose_precision
+    from rtdemo.training import _quiet_libraries, build_trainer
 
     _quiet_libraries()
     transformers.utils.logging.set_verbosity_error()

@@ -325,7 +325,7 @@ def benchmark(
     import torch
 
     from rtdemo.students import build_tiny_student, load_student
-    from rtdemo.training import TINY_RECIPE, TrainSettings, choose_precision
+    from rtdemo.train_settings import TINY_RECIPE, TrainSettings, choose_precision
 
     torch.set_num_threads(threads)
     machine = machine_info(threads)  # the load average before the runs

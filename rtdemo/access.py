@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from rtdemo.errors import UserError
-from rtdemo.jobs import flag_value
+from rtdemo.job_records import flag_value
 from rtdemo.quotas import on_spaces
 
 ENV = "RTDEMO_ALLOW_LOCAL_ACCESS"

@@ -314,10 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
             type=Path,
             help="workspace folder (default: $RTDEMO_HOME, else ./rtdemo-data)",
         )
-    from rtdemo.commands import generate, push, students
+    from rtdemo.commands import evaluate, export, generate, push, train
 
     generate.register(commands)
-    students.register(commands)
+    export.register(commands)
+    train.register(commands)
+    evaluate.register(commands)
     push.register(commands)
     jobs_commands.register(commands)
     return parser

@@ -18,23 +18,17 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from rtdemo.errors import UserError
-from rtdemo.jobs import (
-    CANCEL_NAME,
-    HEARTBEAT_S,
-    LOG_NAME,
-    PROGRESS_NAME,
-    Job,
-    JobCancelled,
-    Status,
-    _append,
-    _fetch,
-    _now,
-    _update,
-    last_progress,
-    pid_alive,
-    start_queued,
-)
+from rtdemo.job_files import CANCEL_NAME, LOG_NAME, PROGRESS_NAME, append_text, last_progress
+from rtdemo.job_processes import pid_alive
+from rtdemo.job_records import Job, Status, fetch_job, update_job, utc_now
+from rtdemo.jobs import start_queued
 from rtdemo.store import Store
+
+HEARTBEAT_S = 2.0  # overridden by $RTDEMO_JOB_HEARTBEAT_S (tests make it small)
+
+
+class JobCancelled(Exception):
+    """Raised by `JobContext.check_cancelled()`; the job ends cancelled."""
 
 
 class JobContext:
@@ -63,13 +57,13 @@ class JobContext:
             heartbeat_s = float(os.environ.get("RTDEMO_JOB_HEARTBEAT_S", HEARTBEAT_S))
         store = Store(Path(workspace))
         try:
-            job = _fetch(store, job_id)
+            job = fetch_job(store, job_id)
             other = job.pid is not None and job.pid != os.getpid()
             if other and job.status == "running" and pid_alive(job.pid, job.id):
                 raise UserError(f"job {job_id} is already running in process {job.pid}")
-            running = dict(status="running", pid=os.getpid(), started_at=_now(), ended_at=None)
-            _update(store, job_id, **running, heartbeat_at=time.time(), error=None)
-            context = cls(store, _fetch(store, job_id), heartbeat_s, own_store=True)
+            running = dict(status="running", pid=os.getpid(), started_at=utc_now(), ended_at=None)
+            update_job(store, job_id, **running, heartbeat_at=time.time(), error=None)
+            context = cls(store, fetch_job(store, job_id), heartbeat_s, own_store=True)
         except BaseException:
             store.close()
             raise
@@ -94,8 +88,8 @@ class JobContext:
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             try:
-                _update(self.store, self.job.id, heartbeat_at=time.time())
-                if _fetch(self.store, self.job.id).cancel_requested:
+                update_job(self.store, self.job.id, heartbeat_at=time.time())
+                if fetch_job(self.store, self.job.id).cancel_requested:
                     self._cancel_asked.set()
             except Exception as err:  # a missed beat is not fatal; many in a row make it stale
                 self.log(f"heartbeat failed: {err}")
@@ -104,7 +98,7 @@ class JobContext:
         """Append a progress record (done, total, failures, spend, rate, eta, ...) with its time."""
         record = {"time": round(time.time(), 3), **fields}
         line = json.dumps(record, default=str, ensure_ascii=False) + "\n"
-        _append(self.run_dir / PROGRESS_NAME, line)
+        append_text(self.run_dir / PROGRESS_NAME, line)
 
     def last_progress(self) -> dict[str, Any] | None:
         """The job's latest progress record (from an earlier run too): where a resume starts."""
@@ -112,7 +106,7 @@ class JobContext:
 
     def log(self, message: str) -> None:
         """Append a timestamped line to the job's log."""
-        _append(self.run_dir / LOG_NAME, f"[{_now()}] {message}\n")
+        append_text(self.run_dir / LOG_NAME, f"[{utc_now()}] {message}\n")
 
     def cancelled(self) -> bool:
         """Whether a cancel was requested (cancel file, store flag or SIGTERM); cheap to call."""
@@ -147,8 +141,8 @@ class JobContext:
             text, name = str(error), type(error).__name__
             message = text if isinstance(error, UserError) else f"{name}: {text}" if text else name
         try:
-            ended = dict(status=status, error=message, ended_at=_now())
-            _update(self.store, self.job.id, **ended, heartbeat_at=time.time())
+            ended = dict(status=status, error=message, ended_at=utc_now())
+            update_job(self.store, self.job.id, **ended, heartbeat_at=time.time())
             try:
                 start_queued(self.store)
             except Exception as err:  # the next job's problem must not change how this one ended

@@ -40,7 +40,7 @@ from rtdemo.tasks.types import AnswerFormat, Example
 from rtdemo.teachers.base import Teacher
 
 if TYPE_CHECKING:
-    from rtdemo.training import TrainSettings
+    from rtdemo.train_settings import TrainSettings
 
 Log = Callable[[str], None]
 
@@ -83,7 +83,7 @@ def build_teacher(config: PipelineConfig) -> Teacher:
     """The recipe's teacher (keys from the environment)."""
     import argparse
 
-    from rtdemo.commands.generate import build_teacher as from_flags
+    from rtdemo.commands.teacher_args import build_teacher as from_flags
 
     t = config.teacher
     args = argparse.Namespace(

@@ -16,7 +16,7 @@ RECIPES = ("tiny", "paper")
 
 def settings_for(student: str, recipe: str, overrides: dict[str, Any] | None = None):
     """`TrainSettings` for `student` from a named recipe plus overrides (validated)."""
-    from rtdemo.training import PAPER_RECIPE, TINY_RECIPE, TrainSettings
+    from rtdemo.train_settings import PAPER_RECIPE, TINY_RECIPE, TrainSettings
 
     if recipe not in RECIPES:
         raise UserError(f"unknown recipe {recipe!r}; use one of {', '.join(RECIPES)}")

@@ -117,4 +117,5 @@ def synced(stop: Callable[[], bool], state) -> Callable[[], bool]:
 
 
 def is_main_process() -> bool:
+    """Whether this is process 0 of a data-parallel run (or the only process)."""
     return int(os.environ.get("RANK", "0")) == 0

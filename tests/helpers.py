@@ -28,7 +28,7 @@ def wait_for(
 
 def kill_job_processes(workspace: Path) -> None:
     """SIGKILL every job process of `workspace` still alive (jobs outlive their starter)."""
-    from rtdemo import jobs
+    from rtdemo import job_processes
     from rtdemo.store import Store
 
     if not (Path(workspace) / "rtdemo.sqlite3").exists():
@@ -36,10 +36,10 @@ def kill_job_processes(workspace: Path) -> None:
     with Store(Path(workspace)) as store:
         rows = store.read("SELECT id, pid FROM jobs WHERE pid IS NOT NULL")
     for job_id, pid in rows:
-        if jobs.pid_alive(pid, job_id):
+        if job_processes.pid_alive(pid, job_id):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-    for child in list(jobs._CHILDREN.values()):  # reap them: no zombies left behind
+    for child in list(job_processes._CHILDREN.values()):  # reap them: no zombies left behind
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=5)
-    jobs._CHILDREN.clear()
+    job_processes._CHILDREN.clear()

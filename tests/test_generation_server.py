@@ -267,7 +267,7 @@ def _wait_job(ws: Path, job_id: int, statuses=("done", "failed", "cancelled"), t
 
 @pytest.mark.slow
 def test_background_job_generates_reports_progress_and_keeps_the_key_off_disk(tmp_path, server):
-    from rtdemo.jobs import read_progress
+    from rtdemo.job_files import read_progress
 
     canary = "sk-canary-bg-" + "x9" * 10
     server.api_key = canary

@@ -562,7 +562,8 @@ def test_no_token_offline_and_bad_arguments_say_what_to_do(workspace, hub, token
 def test_the_cli_pushes_in_a_subprocess_and_as_a_background_job(workspace, hub, run_cli, tmp_path):
     import time
 
-    from rtdemo.jobs import get_job, last_progress, tail_log
+    from rtdemo.job_files import last_progress, tail_log
+    from rtdemo.jobs import get_job
 
     env = {
         "HF_TOKEN": TOKEN,

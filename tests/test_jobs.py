@@ -20,25 +20,22 @@ from typing import TypeVar
 
 import pytest
 
-from rtdemo import jobs
+from rtdemo import job_processes
 from rtdemo.commands import jobs as jobs_commands
 from rtdemo.errors import UserError
+from rtdemo.job_files import last_progress, read_progress, tail_log
+from rtdemo.job_processes import pid_alive
+from rtdemo.job_records import Job, uses_torch
 from rtdemo.jobs import (
     STALE_ERROR,
-    Job,
     cancel_job,
     check_argv,
     get_job,
-    last_progress,
     list_jobs,
-    pid_alive,
-    read_progress,
     refresh_stale,
     resume_job,
     running_torch_job,
     start_job,
-    tail_log,
-    uses_torch,
 )
 from rtdemo.store import Store, workspace_path
 from tests.helpers import kill_job_processes, wait_for
@@ -172,7 +169,8 @@ def test_job_survives_its_parent_exiting(workspace, store):
     )
     assert parent.returncode == 0, parent.stderr
     job = get_job(store, int(parent.stdout))
-    assert job.status == "running" and job.pid not in jobs._CHILDREN  # not ours: the parent's
+    assert job.status == "running"
+    assert job.pid not in job_processes._CHILDREN  # not ours: the parent's
     assert pid_alive(job.pid, job.id), "the job died with its parent"
     wait_for(lambda: status(store, job.id) == "done", what="the orphaned job to finish")
     assert done_steps(job) == list(range(1, 7))

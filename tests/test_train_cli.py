@@ -22,19 +22,11 @@ from typing import TypeVar
 
 import pytest
 
-from rtdemo import jobs
 from rtdemo.errors import UserError
-from rtdemo.jobs import (
-    STALE_ERROR,
-    Job,
-    cancel_job,
-    get_job,
-    last_progress,
-    pid_alive,
-    read_progress,
-    refresh_stale,
-    resume_job,
-)
+from rtdemo.job_files import last_progress, read_progress, tail_log
+from rtdemo.job_processes import pid_alive
+from rtdemo.job_records import ENDED, Job
+from rtdemo.jobs import STALE_ERROR, cancel_job, get_job, refresh_stale, resume_job
 from rtdemo.runs import create_run, finish_run, get_run, latest_evaluations
 from rtdemo.store import Store, workspace_path
 from tests.helpers import kill_job_processes, wait_for
@@ -275,7 +267,7 @@ def test_a_training_job_is_watched_cancelled_within_a_step_and_resumed(cli, stor
     wait_for(lambda: get_job(store, job_id).ended, 60, "the job to stop")
     took = time.monotonic() - asked
     job = get_job(store, job_id)
-    assert job.status == "cancelled", (job.status, job.error, jobs.tail_log(job))
+    assert job.status == "cancelled", (job.status, job.error, tail_log(job))
     stopped_at = steps(job)[-1]
     assert at_cancel <= stopped_at <= at_cancel + 2, (at_cancel, stopped_at)
     assert stopped_at < STEPS and took < 15
@@ -283,14 +275,14 @@ def test_a_training_job_is_watched_cancelled_within_a_step_and_resumed(cli, stor
     assert result["stopped"] and result["final_dir"] is None
     assert result["last_checkpoint"].endswith(f"checkpoint-{stopped_at}")
     assert get_run(store, store.get_experiment("coin"), "cot").status != "trained"
-    assert "stopped at step" in jobs.tail_log(job)
+    assert "stopped at step" in tail_log(job)
 
     # ---- resume: same job, from the last checkpoint, to the full global step ------------------
     resumed = resume_job(store, job_id)
     assert resumed.id == job_id and resumed.status == "running"
     wait_for(lambda: get_job(store, job_id).ended, 300, "the resumed job to end")
     job = get_job(store, job_id)
-    assert job.status == "done", (job.status, job.error, jobs.tail_log(job))
+    assert job.status == "done", (job.status, job.error, tail_log(job))
     result = train_result(store, "cot")
     assert result["resumed_from_step"] == stopped_at > 0
     assert (result["global_step"], result["max_steps"], result["stopped"]) == (STEPS, STEPS, False)
@@ -306,7 +298,7 @@ def test_a_training_job_logs_a_progress_line_every_25_steps_and_at_the_end(cli, 
     job_id = start_training(cli, "vanilla", "vanilla", max_steps=26)
     wait_for(lambda: get_job(store, job_id).ended, 300, "the job to end")
     job = get_job(store, job_id)
-    log = jobs.tail_log(job, 200)
+    log = tail_log(job, 200)
     assert job.status == "done", (job.status, job.error, log)
     assert "training run vanilla (vanilla, tiny, full) on 21 examples" in log
     line = r"\] step (\d+)/26, loss [\d.]+, lr [\d.e+-]+, \d+ tokens/s, ETA [\d.]+ (s|min)$"
@@ -346,13 +338,13 @@ def test_a_second_torch_job_waits_for_the_first_then_runs_alone(cli, store):
     def both_ended() -> bool:
         states = (status(store, first), status(store, second))
         assert states != ("running", "running"), "two torch jobs ran at once"
-        return all(s in jobs.ENDED for s in states)
+        return all(s in ENDED for s in states)
 
     wait_for(lambda: last_progress(get_job(store, first)), 120, "the first job's progress")
     assert status(store, second) == "queued" and not read_progress(get_job(store, second))
     wait_for(both_ended, 300, "both jobs to end")
     a, b = get_job(store, first), get_job(store, second)
-    assert (a.status, b.status) == ("done", "done"), (a.error, b.error, jobs.tail_log(b))
+    assert (a.status, b.status) == ("done", "done"), (a.error, b.error, tail_log(b))
     # The second started after the first had ended, and trained by itself.
     assert b.started_at >= a.ended_at
     assert read_progress(b)[0]["time"] > read_progress(a)[-1]["time"]

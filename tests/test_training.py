@@ -16,14 +16,8 @@ import torch
 from rtdemo.curation import format_pair
 from rtdemo.errors import UserError
 from rtdemo.students import build_tiny_student, load_student
-from rtdemo.training import (
-    PAPER_RECIPE,
-    TINY_RECIPE,
-    TrainSettings,
-    build_trainer,
-    choose_precision,
-    train,
-)
+from rtdemo.train_settings import PAPER_RECIPE, TINY_RECIPE, TrainSettings, choose_precision
+from rtdemo.training import build_trainer, train
 from tests.tiny_models import build_tiny_seq2seq
 
 torch.set_num_threads(1)
@@ -348,13 +342,13 @@ def test_recipes_are_valid_settings():
 
 
 def test_choose_precision(monkeypatch):
-    import rtdemo.training as training
+    import rtdemo.train_settings as train_settings
 
     assert choose_precision("fp32") == "fp32"
     if torch.cuda.is_available():
         pytest.skip("the CPU rule is tested on CPU machines")
     assert choose_precision("bf16") == "bf16"
-    monkeypatch.setattr(training, "_cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(train_settings, "_cpu_has_fast_bf16", lambda: True)
     assert choose_precision("auto") == "bf16"
-    monkeypatch.setattr(training, "_cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(train_settings, "_cpu_has_fast_bf16", lambda: False)
     assert choose_precision("auto") == "fp32"

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from rtdemo import jobs
 from rtdemo.errors import UserError
+from rtdemo.job_files import LOG_NAME, last_progress, tail_log
+from rtdemo.job_records import Job
 from rtdemo.store import Store, workspace_path
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
@@ -42,10 +44,10 @@ def _summary(progress: dict | None) -> str:
     return ", ".join(f"{k}={v}" for k, v in progress.items() if k != "time")[:30]
 
 
-def _record(job: jobs.Job, log_lines: int | None = None) -> dict:
-    record = {**job.to_dict(), "last_progress": jobs.last_progress(job)}
+def _record(job: Job, log_lines: int | None = None) -> dict:
+    record = {**job.to_dict(), "last_progress": last_progress(job)}
     if log_lines is not None:
-        record["log_tail"] = jobs.tail_log(job, log_lines)
+        record["log_tail"] = tail_log(job, log_lines)
     return record
 
 
@@ -61,7 +63,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'id':>4}  {'kind':10} {'status':10} {'progress':12} {'created':26} error")
     for job in found:
-        progress = _summary(jobs.last_progress(job))
+        progress = _summary(last_progress(job))
         print(
             f"{job.id:>4}  {job.kind:10} {job.status:10} {progress:12} {job.created_at:26}"
             f" {job.error or ''}"
@@ -90,7 +92,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"  error      {job.error}")
     print(f"  progress   {json.dumps(record['last_progress']) if record['last_progress'] else '-'}")
     if record["log_tail"]:
-        print(f"--- last {args.lines} lines of {job.run_dir / jobs.LOG_NAME} ---")
+        print(f"--- last {args.lines} lines of {job.run_dir / LOG_NAME} ---")
         print(record["log_tail"])
     return 0
 

@@ -113,8 +113,8 @@ def resolve_student(store: Store, exp: Experiment, name: str) -> StudentSpec:
 
 def build_teacher(form: ChatForm, task: str, key: str = "") -> Teacher:
     """The chat's teacher, built the way `rtdemo generate` builds it (the key stays in memory)."""
-    from rtdemo.commands.generate import BUILTIN_TASKS, KEY_ENV
-    from rtdemo.commands.generate import build_teacher as build
+    from rtdemo.commands.teacher_args import BUILTIN_TASKS, KEY_ENV
+    from rtdemo.commands.teacher_args import build_teacher as build
 
     if form.teacher == "openai" and form.base_url:
         check_public_url(form.base_url)  # the server's own network, if the host forbids it

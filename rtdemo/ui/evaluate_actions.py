@@ -15,9 +15,10 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from rtdemo.commands.generate import KEY_ENV
+from rtdemo.commands.teacher_args import KEY_ENV
 from rtdemo.errors import UserError
-from rtdemo.jobs import Job, cancel_job, flag_value, list_jobs
+from rtdemo.job_records import Job, flag_value
+from rtdemo.jobs import cancel_job, list_jobs
 from rtdemo.results import TABLE_COLUMNS, comparison_rows, comparison_table, subject_predictions
 from rtdemo.runs import latest_evaluations, list_runs
 from rtdemo.samples import load_samples

@@ -21,7 +21,9 @@ from typing import Any, NamedTuple
 from rtdemo.commands.push import RESULT_NAME, TOKEN_ENV
 from rtdemo.errors import UserError
 from rtdemo.hub import DATASET_SUFFIX
-from rtdemo.jobs import Job, cancel_job, last_progress, list_jobs
+from rtdemo.job_files import last_progress
+from rtdemo.job_records import Job
+from rtdemo.jobs import cancel_job, list_jobs
 from rtdemo.runs import list_runs
 from rtdemo.ui.job_view import job_status
 from rtdemo.ui.session import ACTIVE, AppContext, check_owner, cli_text

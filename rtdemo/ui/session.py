@@ -24,7 +24,8 @@ from typing import Any
 
 from rtdemo.access import check_command
 from rtdemo.errors import UserError
-from rtdemo.jobs import Job, list_jobs
+from rtdemo.job_records import Job
+from rtdemo.jobs import list_jobs
 from rtdemo.quotas import LOGGED_IN_PREFIX, Quotas
 from rtdemo.store import Experiment, Store, workspace_path
 

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rtdemo.commands.generate import KEY_ENV, estimate_of
+from rtdemo.commands.generate import estimate_of
+from rtdemo.commands.teacher_args import KEY_ENV
 from rtdemo.errors import UserError
-from rtdemo.jobs import Job, cancel_job, resume_job
+from rtdemo.job_records import Job
+from rtdemo.jobs import cancel_job, resume_job
 from rtdemo.samples import load_samples
 from rtdemo.store import Experiment
 from rtdemo.ui.job_view import job_status

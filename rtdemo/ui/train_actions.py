@@ -17,7 +17,9 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from rtdemo.errors import UserError
-from rtdemo.jobs import Job, cancel_job, flag_value, list_jobs, read_progress, resume_job
+from rtdemo.job_files import read_progress
+from rtdemo.job_records import Job, flag_value
+from rtdemo.jobs import cancel_job, list_jobs, resume_job
 from rtdemo.runs import list_runs
 from rtdemo.store import Experiment, Store
 from rtdemo.ui.job_view import job_status

@@ -21,9 +21,9 @@ from typing import TypeVar
 
 import pytest
 
-from rtdemo import jobs
+from rtdemo import job_processes
 from rtdemo.errors import UserError
-from rtdemo.jobs import pid_alive
+from rtdemo.job_processes import pid_alive
 from rtdemo.ui.publish_actions import (
     PublishForm,
     cancel_publish,
@@ -89,7 +89,7 @@ def ctx(built: Path, tmp_path: Path, monkeypatch) -> AppContext:
         if pid_alive(pid, job_id):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-    jobs._CHILDREN.clear()
+    job_processes._CHILDREN.clear()
 
 
 @pytest.fixture

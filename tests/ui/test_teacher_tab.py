@@ -17,7 +17,9 @@ import pytest
 
 from rtdemo.curation import export_jsonl
 from rtdemo.errors import UserError
-from rtdemo.jobs import Job, cancel_job, last_progress
+from rtdemo.job_files import last_progress
+from rtdemo.job_records import Job
+from rtdemo.jobs import cancel_job
 from rtdemo.quotas import Quotas
 from rtdemo.samples import load_samples
 from rtdemo.ui.experiments import TaskChoice, create_experiment

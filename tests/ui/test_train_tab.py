@@ -17,7 +17,7 @@ import pytest
 from rtdemo import jobs
 from rtdemo.errors import UserError
 from rtdemo.generation import GenerationSettings, run_generation
-from rtdemo.jobs import pid_alive
+from rtdemo.job_processes import pid_alive
 from rtdemo.quotas import Quotas
 from rtdemo.tasks import get_task
 from rtdemo.teachers.builtin import BuiltinTeacher

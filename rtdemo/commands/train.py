@@ -1,27 +1,27 @@
-"""`rtdemo train`, `rtdemo evaluate` and `rtdemo pipeline`: step 3 and its measurement.
+"""`rtdemo train`: step 3 of Fine-tune-CoT, fine-tuning a student on the curated set.
 
     rtdemo train --experiment demo --run cot --format cot --student tiny [--background]
     rtdemo train --experiment demo --run base --format vanilla --student tiny
-    rtdemo evaluate --experiment demo --run cot
-    rtdemo pipeline --config configs/demo.yaml --workspace demo-ws
+    rtdemo train --experiment demo --run cot-2 --format cot --processes 2   # torchrun workers
 
 Settings are checked before a background job starts (unknown student, batch size 0, no kept
 samples, a seq2seq student given a causal recipe), so a job never starts only to fail at once.
+With `--processes N` this process keeps the job and `torchrun` starts N workers that re-run this
+command line (`_train_worker`). Measuring a trained run is `rtdemo evaluate`
+(`rtdemo.commands.evaluate`).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from rtdemo.commands.jobs import add_job_id_flag
+from rtdemo.commands.train_progress import job_progress, printer
 from rtdemo.errors import UserError
 from rtdemo.store import Store, workspace_path
 
 WORKSPACE_HELP = "workspace folder (default: $RTDEMO_HOME, else ./rtdemo-data)"
-LOG_EVERY = 25  # a background training logs a line every this many steps (and its first and last)
 
 
 def _train_args(args: argparse.Namespace) -> dict:
@@ -92,8 +92,9 @@ def _prepare_training(store: Store, args: argparse.Namespace):
     return exp, settings, records
 
 
-def _job_argv(args: argparse.Namespace, store: Store) -> list[str]:
-    """The command line a background job runs: this one, with its folders made absolute.
+def job_argv(args: argparse.Namespace, store: Store) -> list[str]:
+    """The command line a background train or evaluate job runs: this one, with its folders
+    made absolute.
 
     A job may be resumed from another folder (the app, another shell), so a relative
     `--workspace` or student folder must not depend on where it was started.
@@ -127,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         exp, settings, records = _prepare_training(store, args)
         _check_processes(processes, settings.batch_size)
         if args.background:
-            argv = _job_argv(args, store)
+            argv = job_argv(args, store)
             job = start_job(store, "train", argv, owner=args.owner, experiment_id=exp.id)
             args.started = job  # for callers in-process (the app)
             state = "queued behind another torch job" if job.status == "queued" else "started"
@@ -154,7 +155,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 )
                 on_progress = job_progress(ctx.progress, ctx.log)
             else:
-                on_progress = _printer()
+                on_progress = printer()
             if processes > 1:
                 result = _train_launched(args, store, run.output_dir, processes, ctx)
             else:
@@ -193,11 +194,11 @@ def _train_launched(args: argparse.Namespace, store: Store, output_dir: Path, pr
     import json
 
     from rtdemo import launch
-    from rtdemo.training import RESULT_NAME, TrainResult
+    from rtdemo.train_settings import RESULT_NAME, TrainResult
 
     progress_file = None
     if args.job_id is not None:
-        from rtdemo.jobs import PROGRESS_NAME
+        from rtdemo.job_files import PROGRESS_NAME
 
         progress_file = ctx.run_dir / PROGRESS_NAME
     print(f"training in {processes} data-parallel processes (torchrun)", flush=True)
@@ -235,7 +236,7 @@ def _train_worker(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(settings, batch_size=settings.batch_size // world)
     write = launch.progress_writer()
     # In a job, process 0's stdout is the job's log: the same lines as a single-process job.
-    show = job_progress(write, lambda line: print(line, flush=True)) if write else _printer()
+    show = job_progress(write, lambda line: print(line, flush=True)) if write else printer()
     result = train(
         records,
         settings,
@@ -258,139 +259,8 @@ def _train_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
-
-
-def progress_line(record: dict) -> str:
-    """A training progress record for people: step/total, loss, lr, tokens/s and ETA."""
-    parts = [f"step {record.get('step')}/{record.get('total')}"]
-    if record.get("loss") is not None:
-        parts.append(f"loss {float(record['loss']):.4f}")
-    if record.get("learning_rate") is not None:
-        parts.append(f"lr {float(record['learning_rate']):.2e}")
-    if record.get("tokens_per_second") is not None:
-        parts.append(f"{float(record['tokens_per_second']):.0f} tokens/s")
-    if record.get("eta") is not None:
-        parts.append(f"ETA {_duration(float(record['eta']))}")
-    return ", ".join(parts)
-
-
-def job_progress(
-    progress: Callable[..., None], log: Callable[[str], None], every: int = LOG_EVERY
-) -> Callable[[dict], None]:
-    """A training `on_progress` for a job: every record to `progress(**record)` (the progress
-    file the tabs read), and a `progress_line` to `log` for the first record, every `every`-th
-    step and the last step, so the job's log says how it goes without a line per step."""
-    first = [True]
-
-    def on_progress(record: dict) -> None:
-        progress(**record)
-        step = record.get("step")
-        if first[0] or (step and step % every == 0) or step == record.get("total"):
-            first[0] = False
-            log(progress_line(record))
-
-    return on_progress
-
-
-def _printer():
-    last = [0.0]
-
-    def show(p: dict) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 5 or p.get("step") == p.get("total"):
-            last[0] = now
-            loss = p.get("loss")
-            print(
-                f"step {p.get('step')}/{p.get('total')} loss "
-                f"{loss if loss is None else round(loss, 4)} eta {p.get('eta')}s",
-                flush=True,
-            )
-
-    return show
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate a trained student run on the test split with the paper's answer cleansing."""
-    from rtdemo.evaluation import evaluate, save_eval
-    from rtdemo.jobs import job_context, start_job
-    from rtdemo.runs import get_run, save_evaluation
-    from rtdemo.tasks import get_task
-
-    if args.batch_size < 1 or args.max_total_length < 8:
-        raise UserError(
-            f"--batch-size must be >= 1 (got {args.batch_size}) and --max-total-length >= 8 "
-            f"(got {args.max_total_length}); e.g. --batch-size 32 --max-total-length 1024"
-        )
-    with Store(workspace_path(args.workspace)) as store:
-        exp = store.get_experiment(args.experiment, owner=args.owner)
-        run = get_run(store, exp, args.run)
-        if run.status != "trained":
-            raise UserError(f"run {run.name} is not trained yet: rtdemo train ... --run {run.name}")
-        examples = store.questions(exp.id, args.split)
-        if not examples:
-            raise UserError(f"experiment {exp.name} has no {args.split} questions")
-        if args.background:
-            argv = _job_argv(args, store)
-            job = start_job(store, "evaluate", argv, owner=args.owner, experiment_id=exp.id)
-            args.started = job  # for callers in-process (the app)
-            print(f"job {job.id} (evaluate) {job.status} — watch it: rtdemo jobs show {job.id}")
-            return 0
-        with job_context(store.workspace, args.job_id) as ctx:
-
-            def progress(done: int, total: int) -> None:
-                if args.job_id is not None:
-                    ctx.progress(done=done, total=total)
-
-            result = evaluate(
-                run.output_dir / "final",
-                examples,
-                get_task(exp.task).answer,
-                run.format,
-                batch_size=args.batch_size,
-                max_total_length=args.max_total_length,
-                on_progress=progress,
-                should_stop=ctx.cancelled,
-            )
-            folder = run.output_dir / f"evaluation-{args.split}"
-            save_eval(result, folder)
-            save_evaluation(
-                store,
-                exp,
-                run.name,
-                args.split,
-                result.metrics.to_dict(),
-                folder / "predictions.jsonl",
-                run,
-            )
-    m = result.metrics
-    print(
-        f"{run.name} on {m.count} {args.split} questions: accuracy {m.accuracy:.1%}, contains "
-        f"answer {m.contains_answer:.1%}, correct format {m.correct_format:.1%}, complete "
-        f"{'n/a' if m.complete is None else f'{m.complete:.1%}'}; predictions in {folder}"
-    )
-    return 0
-
-
-def cmd_pipeline(args: argparse.Namespace) -> int:
-    """Run a whole recipe: generate, filter, train every run, evaluate, write results."""
-    from rtdemo.config import load_config
-    from rtdemo.pipeline import run_pipeline
-
-    config = load_config(args.config)
-    workspace = workspace_path(args.workspace)
-    results = run_pipeline(config, workspace, log=lambda m: print(m, flush=True))
-    print()
-    teacher = results["teacher"]["accuracy"]
-    print(f"teacher: {'not measured' if teacher is None else f'{teacher:.1%}'}")
-    for run in results["runs"]:
-        print(f"{run['name']:20} {run['format']:8} accuracy {run['metrics']['accuracy']:.1%}")
-    return 0
-
-
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add train, evaluate and pipeline to the CLI."""
+    """Add train to the CLI."""
     p = commands.add_parser("train", help="fine-tune a student (Fine-tune-CoT or vanilla)")
     p.add_argument("--experiment", required=True, help="experiment name")
     p.add_argument("--run", required=True, help="name of this student run, e.g. cot-d1")
@@ -446,30 +316,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "takes batch size / N. On CPU they use gloo: no faster on a few cores",
     )
     p.add_argument("--background", action="store_true", help="run as a background job")
+    p.add_argument("--workspace", type=Path, help=WORKSPACE_HELP)
+    p.add_argument("--owner", default="local", help=argparse.SUPPRESS)
+    add_job_id_flag(p)
     p.set_defaults(func=cmd_train)
-
-    e = commands.add_parser("evaluate", help="evaluate a trained student on the test split")
-    e.add_argument("--experiment", required=True, help="experiment name")
-    e.add_argument("--run", required=True, help="the trained student run")
-    e.add_argument("--split", choices=("train", "test"), default="test", help="default test")
-    e.add_argument("--batch-size", type=int, default=32, help="questions per generate batch")
-    e.add_argument(
-        "--max-total-length",
-        type=int,
-        default=1024,
-        help="cap on prompt + generated tokens (paper: 1024)",
-    )
-    e.add_argument("--background", action="store_true", help="run as a background job")
-    e.set_defaults(func=cmd_evaluate)
-
-    pl = commands.add_parser("pipeline", help="generate → filter → train → evaluate from a recipe")
-    pl.add_argument(
-        "--config", required=True, type=Path, help="a YAML recipe, e.g. configs/demo.yaml"
-    )
-    pl.set_defaults(func=cmd_pipeline)
-
-    for sub in (p, e, pl):
-        sub.add_argument("--workspace", type=Path, help=WORKSPACE_HELP)
-        sub.add_argument("--owner", default="local", help=argparse.SUPPRESS)
-    for sub in (p, e):
-        add_job_id_flag(sub)
