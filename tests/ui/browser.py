@@ -128,15 +128,42 @@ def new_page(browser, url):
     return context, page
 
 
+def fill_all(scope, values: dict[str, str], attempts: int = 10) -> None:
+    """Fill the fields labelled by the keys of `values` in `scope` (a page, or a tab's panel from
+    `open_tab`), and make sure they keep their values.
+
+    CI once created an experiment of 500 questions although "Size" had been filled with 40: the
+    field, just revealed by opening its section, showed its default again while the next field
+    kept its value (a re-render of freshly shown contents on a cold, busy machine; not
+    reproduced since). So: fill, let the page settle, check, and fill again what was lost.
+    """
+    page = getattr(scope, "page", scope)  # a Locator knows its page
+    fields = {label: scope.get_by_label(label) for label in values}
+    for _ in range(attempts):
+        for label, field in fields.items():
+            if field.input_value() != values[label]:
+                field.fill(values[label])
+        page.wait_for_timeout(500)
+        if all(field.input_value() == values[label] for label, field in fields.items()):
+            return
+    for label, field in fields.items():
+        expect(field).to_have_value(values[label])
+
+
 def create_experiment(page, name: str, task: str, size: int = 40, length: int = 2) -> None:
     """Choose a synthetic task in the Task tab and create experiment `name` from it."""
     open_tab(page, "Task")
     pick(page, "Task", task)
     pick(page, "Source", "synthetic")
     page.get_by_text("Synthetic task settings and your own file").click()
-    page.get_by_label("Size (questions)").fill(str(size))
-    page.get_by_label("People / words per question").fill(str(length))
-    page.get_by_label("New experiment name").fill(name)
+    fill_all(
+        page,
+        {
+            "Size (questions)": str(size),
+            "People / words per question": str(length),
+            "New experiment name": name,
+        },
+    )
     page.get_by_role("button", name="Create from the Task tab's choice").click()
     page.get_by_text(f"{name}", exact=False).first.wait_for()
     page.get_by_text("train /", exact=False).wait_for()

@@ -15,6 +15,7 @@ from rtdemo.store import Store
 from tests.ui.browser import (
     app_server,
     create_experiment,
+    fill_all,
     generate_with_builtin_teacher,
     new_page,
     open_tab,
@@ -133,16 +134,15 @@ def test_a_new_user_runs_the_whole_offline_loop(server, browser):
         page.get_by_text(re.compile(r"Rationale 3 of 28")).wait_for()
         shot(page, "03-review")
 
-        open_tab(page, "Train")
-        page.get_by_label("Max steps").fill("6")
+        fill_all(open_tab(page, "Train"), {"Max steps": "6"})
         page.get_by_role("button", name="Start training").click()
         # "both": Fine-tune-CoT then the vanilla baseline, queued one after the other.
         page.get_by_text(re.compile(r"job \d+ \(train\) \S*\s*done")).wait_for(timeout=240_000)
         shot(page, "04-train")
 
-        open_tab(page, "Evaluate")
+        evaluate = open_tab(page, "Evaluate")
         # A student trained for 6 steps never writes its end token: cap its answers.
-        page.get_by_label("Max total length").fill("96")
+        fill_all(evaluate, {"Max total length": "96"})
         page.get_by_role("button", name="Evaluate", exact=True).click()
         page.get_by_text(re.compile(r"job \d+ \(evaluate\) \S*\s*done")).wait_for(timeout=240_000)
         page.get_by_role("button", name="Evaluate the teacher").click()
@@ -163,7 +163,7 @@ def test_a_reload_reattaches_to_the_running_job_which_can_be_cancelled(server, b
         generate_with_builtin_teacher(page)
         open_tab(page, "Train")
         page.get_by_label("Fine-tune-CoT", exact=True).check()
-        page.get_by_label("Max steps").fill("3000")
+        fill_all(page, {"Max steps": "3000"})
         page.get_by_role("button", name="Start training").click()
         page.get_by_text(re.compile(r"job \d+ \(train\) \S*\s*running")).wait_for(timeout=60_000)
 

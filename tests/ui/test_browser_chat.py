@@ -19,6 +19,7 @@ from rtdemo.store import Store
 from tests.ui.browser import (
     app_server,
     create_experiment,
+    fill_all,
     generate_with_builtin_teacher,
     open_tab,
     owner_id,
@@ -69,16 +70,16 @@ def test_a_user_chats_with_the_trained_student_and_votes(server, browser):
 
         open_tab(page, "Train")
         page.get_by_label("Fine-tune-CoT", exact=True).check()
-        page.get_by_label("Max steps").fill("4")
+        fill_all(page, {"Max steps": "4"})
         page.get_by_role("button", name="Start training").click()
         page.get_by_text(re.compile(r"job \d+ \(train\) \S*\s*done")).wait_for(timeout=240_000)
 
-        open_tab(page, "Chat")
+        chat_panel = open_tab(page, "Chat")
         button(page, "↻ Students").click()
         expect(field(page, "Student")).to_have_value("cot")
         # A 4-step student never writes its end token: keep its answers short.
         visible(page, page.get_by_text("OpenAI-compatible teacher, and generation")).click()
-        field(page, "Student max new tokens").fill("48")
+        fill_all(chat_panel, {"Student max new tokens": "48"})
         button(page, "🎲 Random test question").click()
         question = field(page, "Question")
         expect(question).to_have_value(re.compile(r"Take the last letters"))
@@ -116,8 +117,7 @@ def test_a_user_chats_with_the_trained_student_and_votes(server, browser):
         # The queue rule: while a training job runs, the student waits (and says so); the
         # teacher answers meanwhile.
         open_tab(page, "Train")
-        page.get_by_label("Run name").fill("long")
-        page.get_by_label("Max steps").fill("3000")
+        fill_all(page, {"Run name": "long", "Max steps": "3000"})
         page.get_by_role("button", name="Start training").click()
         page.get_by_text(re.compile(r"job \d+ \(train\) \S*\s*running")).wait_for(timeout=60_000)
         open_tab(page, "Chat")

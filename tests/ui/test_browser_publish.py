@@ -18,7 +18,15 @@ from playwright.sync_api import expect
 
 from rtdemo.store import Store
 from tests.fakes.hub_server import TOKEN, FakeHubServer
-from tests.ui.browser import app_server, open_tab, owner_id, pick, shot
+from tests.ui.browser import (
+    app_server,
+    create_experiment,
+    fill_all,
+    open_tab,
+    owner_id,
+    pick,
+    shot,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -53,15 +61,7 @@ def test_a_user_trains_a_student_and_publishes_it_with_its_rationales(server, br
         page.goto(url)
         page.get_by_text("owner id").wait_for()
         # Task: a small synthetic Last Letter experiment.
-        open_tab(page, "Task")
-        pick(page, "Task", "last_letter_concatenation")
-        pick(page, "Source", "synthetic")
-        page.get_by_text("Synthetic task settings and your own file").click()
-        page.get_by_label("Size (questions)").fill("40")
-        page.get_by_label("People / words per question").fill("2")
-        page.get_by_label("New experiment name").fill("letters")
-        page.get_by_role("button", name="Create from the Task tab's choice").click()
-        page.get_by_text("train /", exact=False).wait_for()
+        create_experiment(page, "letters", "last_letter_concatenation", size=40, length=2)
         # Teacher: the built-in one.
         open_tab(page, "Teacher")
         page.get_by_role("button", name="Start", exact=True).click()
@@ -69,7 +69,7 @@ def test_a_user_trains_a_student_and_publishes_it_with_its_rationales(server, br
         # Train: Fine-tune-CoT for a few steps.
         open_tab(page, "Train")
         page.get_by_label("Fine-tune-CoT", exact=True).check()
-        page.get_by_label("Max steps").fill("6")
+        fill_all(page, {"Max steps": "6"})
         page.get_by_role("button", name="Start training").click()
         page.get_by_text(re.compile(r"job \d+ \(train\) \S*\s*done")).wait_for(timeout=240_000)
 
