@@ -18,14 +18,14 @@ import pandas as pd
 from rtdemo.commands.teacher_args import KEY_ENV
 from rtdemo.errors import UserError
 from rtdemo.job_records import Job, flag_value
-from rtdemo.jobs import cancel_job, list_jobs
+from rtdemo.jobs import list_jobs
 from rtdemo.results import TABLE_COLUMNS, comparison_rows, comparison_table, subject_predictions
 from rtdemo.runs import latest_evaluations, list_runs
 from rtdemo.samples import load_samples
 from rtdemo.store import Experiment, Store
 from rtdemo.tasks import get_task
 from rtdemo.ui.job_view import job_status
-from rtdemo.ui.session import ACTIVE, AppContext, check_owner
+from rtdemo.ui.session import ACTIVE, AppContext, cancel_current, check_owner
 
 PREDICTION_COLUMNS = ["#", "correct", "question", "gold answer", "prediction", "output"]
 # Flags of the Teacher tab's generation that the teacher's test-split run sets itself (or drops:
@@ -183,11 +183,8 @@ def cancel_evaluation(ctx: AppContext, owner: str | None, experiment: str | None
     owner = check_owner(owner)
     with ctx.store() as store:
         exp = ctx.experiment(store, owner, experiment)
-        active = [j for j in _eval_jobs(store, owner, exp) if j.status in ACTIVE]
-        if not active:
-            raise UserError("no evaluation is queued or running: nothing to cancel")
-        job = next((j for j in active if j.status == "running"), active[0])
-        cancel_job(store, job.id, owner)
+        nothing = "no evaluation is queued or running: nothing to cancel"
+        job = cancel_current(store, owner, _eval_jobs(store, owner, exp), nothing)[0]
     return f"Cancelling job {job.id}: questions answered so far are kept as a partial score."
 
 

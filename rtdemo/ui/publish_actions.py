@@ -23,10 +23,10 @@ from rtdemo.errors import UserError
 from rtdemo.hub import DATASET_SUFFIX
 from rtdemo.job_files import last_progress
 from rtdemo.job_records import Job
-from rtdemo.jobs import cancel_job, list_jobs
+from rtdemo.jobs import list_jobs
 from rtdemo.runs import list_runs
 from rtdemo.ui.job_view import job_status
-from rtdemo.ui.session import ACTIVE, AppContext, check_owner, cli_text
+from rtdemo.ui.session import ACTIVE, AppContext, cancel_current, check_owner, cli_text
 
 WHAT = {"student and dataset": "both", "student": "model", "dataset": "dataset"}
 VISIBILITY = ("private", "public")
@@ -236,8 +236,6 @@ def cancel_publish(ctx: AppContext, owner: str | None, experiment: str | None) -
     owner = check_owner(owner)
     with ctx.store() as store:
         exp = ctx.experiment(store, owner, experiment)
-        active = [j for j in _push_jobs(store, owner, exp.id) if j.status in ACTIVE]
-        if not active:
-            raise UserError(f"nothing of {exp.name} is being published: nothing to cancel")
-        cancel_job(store, active[0].id, owner)
-    return f"Cancelling job {active[0].id}: it stops before its next upload."
+        nothing = f"nothing of {exp.name} is being published: nothing to cancel"
+        job = cancel_current(store, owner, _push_jobs(store, owner, exp.id), nothing)[0]
+    return f"Cancelling job {job.id}: it stops before its next upload."

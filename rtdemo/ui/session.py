@@ -25,7 +25,7 @@ from typing import Any
 from rtdemo.access import check_command
 from rtdemo.errors import UserError
 from rtdemo.job_records import Job
-from rtdemo.jobs import list_jobs
+from rtdemo.jobs import cancel_job, list_jobs
 from rtdemo.quotas import LOGGED_IN_PREFIX, Quotas
 from rtdemo.store import Experiment, Store, workspace_path
 
@@ -121,6 +121,17 @@ class AppContext:
         if job is None:
             raise UserError(f"the command {argv[0]!r} cannot run as a background job")
         return job
+
+
+def cancel_current(store: Store, owner: str, jobs: Sequence[Job], nothing: str) -> list[Job]:
+    """Cancel the running one of a tab's `jobs` (else the newest queued one); return the queued
+    or running ones, the cancelled first. `nothing`: the message when there is none."""
+    active = [j for j in jobs if j.status in ACTIVE]
+    if not active:
+        raise UserError(nothing)
+    job = next((j for j in active if j.status == "running"), active[0])
+    cancel_job(store, job.id, owner)
+    return [job, *(j for j in active if j is not job)]
 
 
 def keep_upload(ctx: AppContext, owner: str, path: str | Path) -> Path:

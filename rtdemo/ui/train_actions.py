@@ -19,11 +19,11 @@ import pandas as pd
 from rtdemo.errors import UserError
 from rtdemo.job_files import read_progress
 from rtdemo.job_records import Job, flag_value
-from rtdemo.jobs import cancel_job, list_jobs, resume_job
+from rtdemo.jobs import list_jobs, resume_job
 from rtdemo.runs import list_runs
 from rtdemo.store import Experiment, Store
 from rtdemo.ui.job_view import job_status
-from rtdemo.ui.session import ACTIVE, AppContext, check_owner, cli_text
+from rtdemo.ui.session import ACTIVE, AppContext, cancel_current, check_owner, cli_text
 
 FORMATS = {"Fine-tune-CoT": ("cot",), "vanilla baseline": ("vanilla",), "both": ("cot", "vanilla")}
 RECIPE_DEFAULTS = {"tiny": (16, 3e-3), "paper": (8, 3e-4)}  # batch size, learning rate
@@ -247,16 +247,13 @@ def cancel_training(ctx: AppContext, owner: str | None, experiment: str | None) 
     owner = check_owner(owner)
     with ctx.store() as store:
         exp = ctx.experiment(store, owner, experiment)
-        active = [j for j in _train_jobs(store, owner, exp) if j.status in ACTIVE]
-        if not active:
-            raise UserError(f"no training of {exp.name} is queued or running: nothing to cancel")
-        job = next((j for j in active if j.status == "running"), active[0])
-        cancel_job(store, job.id, owner)
+        nothing = f"no training of {exp.name} is queued or running: nothing to cancel"
+        job, *others = cancel_current(store, owner, _train_jobs(store, owner, exp), nothing)
     message = (
         f"Cancelling job {job.id} (run {flag_value(job.argv, '--run')}): it stops after the "
         "current step and keeps a checkpoint; **Resume** continues from there."
     )
-    if len(active) > 1:
+    if others:
         message += " Another training job is still queued or running: **Cancel** again to stop it."
     return message
 
