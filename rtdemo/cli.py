@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rtdemo import __version__
+from rtdemo.commands import add_workspace_flag
 from rtdemo.commands import jobs as jobs_commands
 from rtdemo.errors import UserError
 from rtdemo.tasks import TASKS, SourceOptions, get_task, load_examples, source_status
@@ -309,11 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     show_exp.add_argument("--split", choices=SPLITS, default="train", help="split (default train)")
     show_exp.add_argument("--json", action="store_true", help="one JSON object")
     for sub in (create, listing, show_exp):
-        sub.add_argument(
-            "--workspace",
-            type=Path,
-            help="workspace folder (default: $RTDEMO_HOME, else ./rtdemo-data)",
-        )
+        add_workspace_flag(sub)
     from rtdemo.commands import evaluate, export, generate, push, train
 
     generate.register(commands)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rtdemo.commands import add_workspace_flag
 from rtdemo.commands.jobs import add_job_id_flag
-from rtdemo.commands.train import WORKSPACE_HELP, job_argv
+from rtdemo.commands.train import job_argv
 from rtdemo.errors import UserError
 from rtdemo.store import Store, workspace_path
 
@@ -120,6 +121,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     pl.set_defaults(func=cmd_pipeline)
 
     for sub in (e, pl):
-        sub.add_argument("--workspace", type=Path, help=WORKSPACE_HELP)
+        add_workspace_flag(sub)
         sub.add_argument("--owner", default="local", help=argparse.SUPPRESS)
     add_job_id_flag(e)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rtdemo.commands import add_workspace_flag
 from rtdemo.curation import export_jsonl
 from rtdemo.store import Store, workspace_path
 
@@ -61,10 +62,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="keep samples whose answer is wrong too (answer filtering off)",
     )
-    p.add_argument(
-        "--workspace",
-        type=Path,
-        help="workspace folder (default: $RTDEMO_HOME, else ./rtdemo-data)",
-    )
+    add_workspace_flag(p)
     p.add_argument("--owner", default="local", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_export)

@@ -15,9 +15,9 @@ import argparse
 import json
 import os
 import time
-from pathlib import Path
 
 from rtdemo import jobs
+from rtdemo.commands import add_workspace_flag
 from rtdemo.errors import UserError
 from rtdemo.job_files import LOG_NAME, last_progress, tail_log
 from rtdemo.job_records import Job
@@ -141,14 +141,6 @@ def cmd_sleep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _workspace_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--workspace",
-        type=Path,
-        help="workspace folder (default: $RTDEMO_HOME, else ./rtdemo-data)",
-    )
-
-
 def _job_id(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("id", type=int, help="the job's number (see `rtdemo jobs list`)")
 
@@ -206,4 +198,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions._choices_actions = [a for a in actions._choices_actions if a.dest != "_sleep"]
 
     for parser in (listing, show, cancel, resume, sleep):
-        _workspace_flag(parser)
+        add_workspace_flag(parser)

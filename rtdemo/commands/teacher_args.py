@@ -16,6 +16,7 @@ import argparse
 import os
 from pathlib import Path
 
+from rtdemo.commands import add_workspace_flag
 from rtdemo.errors import UserError
 from rtdemo.generation import GenerationSettings
 from rtdemo.store import Experiment, Store
@@ -102,11 +103,7 @@ def add_question_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=SPLITS, default="train", help="split (default train)")
     p.add_argument("--limit", type=int, help="the first N questions of the split")
     p.add_argument("--experiment", required=True, help="experiment name (created if new)")
-    p.add_argument(
-        "--workspace",
-        type=Path,
-        help="workspace folder (default: $RTDEMO_HOME, else ./rtdemo-data)",
-    )
+    add_workspace_flag(p)
     p.add_argument("--owner", default="local", help=argparse.SUPPRESS)
     p.add_argument(
         "--stored-questions",

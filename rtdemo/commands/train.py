@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rtdemo.commands import add_workspace_flag
 from rtdemo.commands.jobs import add_job_id_flag
 from rtdemo.commands.train_progress import job_progress, printer
 from rtdemo.errors import UserError
 from rtdemo.store import Store, workspace_path
-
-WORKSPACE_HELP = "workspace folder (default: $RTDEMO_HOME, else ./rtdemo-data)"
 
 
 def _train_args(args: argparse.Namespace) -> dict:
@@ -316,7 +315,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "takes batch size / N. On CPU they use gloo: no faster on a few cores",
     )
     p.add_argument("--background", action="store_true", help="run as a background job")
-    p.add_argument("--workspace", type=Path, help=WORKSPACE_HELP)
+    add_workspace_flag(p)
     p.add_argument("--owner", default="local", help=argparse.SUPPRESS)
     add_job_id_flag(p)
     p.set_defaults(func=cmd_train)
