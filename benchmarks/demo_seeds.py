@@ -9,7 +9,7 @@ Run from the repository root (figures go to benchmarks/README.md by hand):
 Seed `s` changes everything random in the demo at once: the training questions
 (`synthetic_train.seed = 1000 s`), the test questions (`synthetic_test.seed = 1000 s + 1`; seed 0
 keeps the demo's own 0 and 1) and the student's initial weights and data order (`train.seed = s`).
-Each seed runs the whole pipeline (`rtdemo.pipeline.run_pipeline`) in a fresh workspace, in this
+Each seed runs the whole pipeline (`rtdemo.pipeline.run.run_pipeline`) in a fresh workspace, in this
 process, one after the other (never two torch workloads at once). Per seed: vanilla and
 Fine-tune-CoT accuracy on the test split, the lead (CoT − vanilla, in points), the teacher's
 accuracy and the pipeline's wall time. Summary: mean, min and max of each; the baseline every
@@ -38,8 +38,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from benchmarks.machine import machine_info, usable_cores  # noqa: E402
-from rtdemo.config import PipelineConfig, load_config  # noqa: E402
-from rtdemo.pipeline import run_pipeline  # noqa: E402
+from rtdemo.pipeline.recipe import PipelineConfig, load_config  # noqa: E402
+from rtdemo.pipeline.run import run_pipeline  # noqa: E402
 
 
 def seeded(config: PipelineConfig, seed: int, max_steps: int | None) -> PipelineConfig:

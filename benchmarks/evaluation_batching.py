@@ -7,8 +7,8 @@ Run from the repository root (results also go to benchmarks/README.md by hand):
         --max-new-tokens 60 --repeats 3 --threads 2 --json /tmp/evaluation_batching.json
     .venv/bin/python benchmarks/evaluation_batching.py --model runs/cot/final   # a trained one
 
-The student is the tiny offline student (`rtdemo.students.build_tiny_student`: 4 layers, width
-128, seed 0) with the word tokenizer built from Fine-tune-CoT training texts of the task (as
+The student is the tiny offline student (`rtdemo.students.loading.build_tiny_student`: 4 layers,
+width 128, seed 0) with the word tokenizer built from Fine-tune-CoT training texts of the task (as
 `TINY_RECIPE` builds it), **random weights** by default. A random student almost never writes its
 end-of-sequence token, so every answer runs to the cap: `--max-new-tokens` (60) new tokens each,
 the long-answer case (a trained student's answers are about 40-80 tokens and end at different
@@ -16,12 +16,12 @@ lengths, which costs a batch its slowest member; `--model PATH` measures that ca
 
 Prompts: `--prompts` four-word Last Letter Concatenation test questions (seed 1, as the demo's
 test split), in the student's training format (`"{q} ###"`). Each batch size is timed on
-`rtdemo.evaluation.generate(..., batch_size=B)` only (the model is loaded once, before), greedy,
-fp32, `--repeats` times, median reported; batch sizes run interleaved. The benchmark checks that
-every batch size gives exactly the answers of batch size 1 (text, finish reason and token count),
-and fails if not. Figures: examples/s and new tokens/s per batch size, and the ratio to batch
-size 1. `--threads` sets `torch.set_num_threads` (default: the usable cores). A run that got less
-than 90 % of its threads' cores of CPU time shared them with another process and is left out of
+`rtdemo.evaluation.evaluate.generate(..., batch_size=B)` only (the model is loaded once, before),
+greedy, fp32, `--repeats` times, median reported; batch sizes run interleaved. The benchmark checks
+that every batch size gives exactly the answers of batch size 1 (text, finish reason and token
+count), and fails if not. Figures: examples/s and new tokens/s per batch size, and the ratio to
+batch size 1. `--threads` sets `torch.set_num_threads` (default: the usable cores). A run that got
+less than 90 % of its threads' cores of CPU time shared them with another process and is left out of
 the median (`discarded_runs`; every run's time stays in the JSON).
 """
 
@@ -48,7 +48,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from benchmarks.machine import contended, machine_info, usable_cores  # noqa: E402
 from benchmarks.training_throughput import last_letter_records  # noqa: E402
-from rtdemo.evaluation import generate, load_for_inference, student_prompt  # noqa: E402
+from rtdemo.evaluation.evaluate import generate, load_for_inference, student_prompt  # noqa: E402
 from rtdemo.tasks.synthetic import SyntheticSettings  # noqa: E402
 from rtdemo.tasks.synthetic import generate as synthetic  # noqa: E402
 
@@ -71,7 +71,7 @@ def benchmark(
     import torch
     import transformers
 
-    from rtdemo.students import build_tiny_student
+    from rtdemo.students.loading import build_tiny_student
 
     transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(threads)
@@ -145,7 +145,7 @@ def benchmark(
             "batch_sizes": sizes,
             "repeats": repeats,
             "dtype": "float32",
-            "decoding": "greedy (rtdemo.evaluation.generate)",
+            "decoding": "greedy (rtdemo.evaluation.evaluate.generate)",
         },
         "answers": {
             "new_tokens_total": new_tokens,

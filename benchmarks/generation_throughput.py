@@ -51,14 +51,14 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: rtdemo and tests
 
 from benchmarks.machine import machine_info  # noqa: E402
 from rtdemo.errors import UserError  # noqa: E402
-from rtdemo.generation import GenerationSettings, RunStats, run_generation  # noqa: E402
-from rtdemo.samples import SampleKey, save_answer, save_rationale  # noqa: E402
-from rtdemo.store import Store  # noqa: E402
+from rtdemo.generation.run import GenerationSettings, RunStats, run_generation  # noqa: E402
+from rtdemo.generation.samples import SampleKey, save_answer, save_rationale  # noqa: E402
 from rtdemo.tasks.registry import TASKS  # noqa: E402
 from rtdemo.tasks.synthetic import SyntheticSettings, generate  # noqa: E402
 from rtdemo.tasks.types import Example  # noqa: E402
 from rtdemo.teachers.base import Completion, TeacherInfo  # noqa: E402
 from rtdemo.teachers.openai_compat import OpenAITeacher  # noqa: E402
+from rtdemo.workspace.store import Store  # noqa: E402
 from tests.fakes.openai_server import (  # noqa: E402
     FakeOpenAIServer,
     _Handler,

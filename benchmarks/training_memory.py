@@ -9,12 +9,13 @@ Run from the repository root (results also go to benchmarks/README.md by hand):
 The model is GPT-2 small's architecture from `transformers.GPT2Config()` defaults (12 layers,
 width 768, 12 heads, 50,257-token vocabulary, 124M parameters), random weights (seed 0), built in
 memory: nothing is downloaded. The tokenizer is the tiny student's byte tokenizer
-(`rtdemo.students.byte_tokenizer`, no files); its ids are a subset of the model's vocabulary.
-Data: Last Letter Concatenation Fine-tune-CoT records from the built-in teacher, cut to `--tokens`
-tokens each (all of them are longer), so every batch is `--batch-size` × `--tokens` (with a small
-`--tokens`, prompts longer than `--tokens` - 16 keep only their end, so that completions remain).
+(`rtdemo.students.loading.byte_tokenizer`, no files); its ids are a subset of the model's
+vocabulary. Data: Last Letter Concatenation Fine-tune-CoT records from the built-in teacher, cut to
+`--tokens` tokens each (all of them are longer), so every batch is `--batch-size` × `--tokens`
+(with a small `--tokens`, prompts longer than `--tokens` - 16 keep only their end, so that
+completions remain).
 
-Each variant is trained for `--steps` steps by the project's trainer (`rtdemo.training.
+Each variant is trained for `--steps` steps by the project's trainer (`rtdemo.training.trainer.
 build_trainer`, `PAPER_RECIPE`: AdamW, lr 3e-4, the precision the recipe picks on this machine,
 no checkpoints), each run in a fresh Python process of its own, `--repeats` runs per variant
 (interleaved; the run with the median figure is reported):
@@ -94,9 +95,9 @@ def child(variant: str, steps: int, batch_size: int, tokens: int, threads: int) 
     import trl  # noqa: F401
     from transformers import AutoModelForCausalLM, GPT2Config, TrainerCallback
 
-    from rtdemo.students import byte_tokenizer
-    from rtdemo.train_settings import PAPER_RECIPE, TrainSettings, choose_precision
-    from rtdemo.training import _quiet_libraries, build_trainer
+    from rtdemo.students.loading import byte_tokenizer
+    from rtdemo.training.settings import PAPER_RECIPE, TrainSettings, choose_precision
+    from rtdemo.training.trainer import _quiet_libraries, build_trainer
 
     _quiet_libraries()
     transformers.utils.logging.set_verbosity_error()
@@ -242,7 +243,7 @@ def benchmark(
             "batch_size": batch_size,
             "tokens_per_example": tokens,
             "precision": full["precision"],
-            "recipe": "PAPER_RECIPE (AdamW, lr 3e-4) via rtdemo.training.build_trainer",
+            "recipe": "PAPER_RECIPE (AdamW, lr 3e-4) via rtdemo.training.trainer.build_trainer",
             "lora": "r 16, alpha 32, dropout 0.05, target_modules all-linear",
             "malloc_mmap_threshold": mmap_threshold or "glibc default (dynamic)",
             "repeats": repeats,

@@ -8,22 +8,22 @@ Run from the repository root (results also go to benchmarks/README.md by hand):
 
 Same model, same data, same optimizer for every variant:
 
-- model: the tiny offline student (`rtdemo.students.build_tiny_student`, 4 layers, width 128,
-  random weights, seed 0), with the word tokenizer built from the training texts (`--tokenizer
+- model: the tiny offline student (`rtdemo.students.loading.build_tiny_student`, 4 layers, width
+  128, random weights, seed 0), with the word tokenizer built from the training texts (`--tokenizer
   words`, the default of `TINY_RECIPE`) or bytes only (`--tokenizer bytes`). Every variant loads
   the same folder afresh, so all start from the same weights;
 - data: Last Letter Concatenation, `--questions` synthetic questions of 2-4 words (seed 0), a
   greedy rationale each from the built-in teacher (error rate 0.1, as the demo), kept when its
   answer matches the gold (answer filtering), formatted for Fine-tune-CoT by
-  `rtdemo.curation.format_pair` (prompt `"{q} ###"`, completion `" {r} --> {a}"` + EOS);
+  `rtdemo.curation.curate.format_pair` (prompt `"{q} ###"`, completion `" {r} --> {a}"` + EOS);
 - optimizer: `TINY_RECIPE`'s (AdamW, fused, lr 3e-3, warm-up 5 %, cosine decay, gradient
   clipping at 1.0, batch 16), the precision `TINY_RECIPE` picks on this machine.
 
 Variants, each trained for `--warmup-steps` + `--steps` optimizer steps; only the last `--steps`
 are timed (the first ones warm up the allocator and kernels):
 
-1. **project**: `rtdemo.training.build_trainer` (TRL's `SFTTrainer`: completion-only loss through
-   its fused LM head, dynamic padding, length-grouped batches, per-step logging) with
+1. **project**: `rtdemo.training.trainer.build_trainer` (TRL's `SFTTrainer`: completion-only loss
+   through its fused LM head, dynamic padding, length-grouped batches, per-step logging) with
    `TINY_RECIPE` (no checkpoints: saving is not what is measured);
 2. **baseline**: a plain PyTorch loop: every example padded to the longest example of the data,
    batches in random order (reshuffled each epoch), the model's own loss on completion labels;
@@ -63,7 +63,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here needs the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from benchmarks.machine import contended, machine_info, usable_cores  # noqa: E402
-from rtdemo.curation import format_pair  # noqa: E402
+from rtdemo.curation.curate import format_pair  # noqa: E402
 from rtdemo.tasks.synthetic import SyntheticSettings, generate  # noqa: E402
 from rtdemo.teachers.base import rationale_prompt  # noqa: E402
 from rtdemo.teachers.builtin import BuiltinTeacher  # noqa: E402
@@ -193,7 +193,7 @@ def run_plain(
     import torch
     from transformers import get_scheduler
 
-    from rtdemo.students import load_student
+    from rtdemo.students.loading import load_student
 
     torch.manual_seed(settings.seed)
     model, tokenizer, _ = load_student(folder, for_training=True)
@@ -249,8 +249,8 @@ def run_project(
     import torch
     from transformers import TrainerCallback
 
-    from rtdemo.students import load_student
-    from rtdemo.training import _quiet_libraries, build_trainer
+    from rtdemo.students.loading import load_student
+    from rtdemo.training.trainer import _quiet_libraries, build_trainer
 
     _quiet_libraries()
     torch.manual_seed(settings.seed)
@@ -324,8 +324,8 @@ def benchmark(
     """Train every variant `repeats` times, interleaved; return every figure."""
     import torch
 
-    from rtdemo.students import build_tiny_student, load_student
-    from rtdemo.train_settings import TINY_RECIPE, TrainSettings, choose_precision
+    from rtdemo.students.loading import build_tiny_student, load_student
+    from rtdemo.training.settings import TINY_RECIPE, TrainSettings, choose_precision
 
     torch.set_num_threads(threads)
     machine = machine_info(threads)  # the load average before the runs

@@ -1,8 +1,8 @@
-"""`python -m rtdemo ...`: the command line (see `rtdemo.cli`)."""
+"""`python -m rtdemo ...`: the command line (see `rtdemo.cli.main`)."""
 
 import sys
 
-from rtdemo.cli import main
+from rtdemo.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

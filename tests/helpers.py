@@ -28,8 +28,8 @@ def wait_for(
 
 def kill_job_processes(workspace: Path) -> None:
     """SIGKILL every job process of `workspace` still alive (jobs outlive their starter)."""
-    from rtdemo import job_processes
-    from rtdemo.store import Store
+    from rtdemo.jobs import processes as job_processes
+    from rtdemo.workspace.store import Store
 
     if not (Path(workspace) / "rtdemo.sqlite3").exists():
         return

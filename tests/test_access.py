@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from rtdemo.access import (
+from rtdemo.errors import UserError
+from rtdemo.hosting.access import (
     check_command,
     check_model_name,
     check_public_url,
     local_access_allowed,
 )
-from rtdemo.errors import UserError
 
 REFUSED = {"RTDEMO_ALLOW_LOCAL_ACCESS": "0"}
 SPACES = {"SYSTEM": "spaces"}

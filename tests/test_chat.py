@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from rtdemo import chat_student
-from rtdemo.chat import (
+from rtdemo.chat import student as chat_student
+from rtdemo.chat.session import (
     Exchange,
     Side,
     chat_exchange,
@@ -29,15 +29,15 @@ from rtdemo.chat import (
     split_student_output,
     teacher_side,
 )
-from rtdemo.chat_student import StudentCache, StudentSpec, stream_student, student_side
-from rtdemo.chat_votes import list_votes, save_vote, write_votes_jsonl
+from rtdemo.chat.student import StudentCache, StudentSpec, stream_student, student_side
+from rtdemo.chat.votes import list_votes, save_vote, write_votes_jsonl
 from rtdemo.errors import UserError
-from rtdemo.evaluation import generate, load_for_inference, student_prompt
-from rtdemo.store import Store
+from rtdemo.evaluation.evaluate import generate, load_for_inference, student_prompt
 from rtdemo.tasks import get_task
 from rtdemo.tasks.types import Example
 from rtdemo.teachers.builtin import BuiltinTeacher
 from rtdemo.teachers.openai_compat import OpenAITeacher
+from rtdemo.workspace.store import Store
 from tests.fakes.openai_server import FakeOpenAIServer
 
 LETTERS = get_task("last_letter_concatenation").answer
@@ -52,7 +52,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory) -> Path:
     """The untrained tiny student, as a model folder."""
-    from rtdemo.students import build_tiny_student
+    from rtdemo.students.loading import build_tiny_student
 
     return build_tiny_student(tmp_path_factory.mktemp("chat") / "tiny", layers=2, width=64)
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from rtdemo.cli import build_parser
+from rtdemo.cli.main import build_parser
 from rtdemo.tasks import TASKS
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rtdemo.config import load_config
 from rtdemo.errors import UserError
+from rtdemo.pipeline.recipe import load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

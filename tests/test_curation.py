@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rtdemo.curation import (
+from rtdemo.curation.curate import (
     ReviewFilter,
     bulk_review,
     check_sample,
@@ -22,13 +22,13 @@ from rtdemo.curation import (
     to_dataset,
 )
 from rtdemo.errors import UserError
-from rtdemo.generation import GenerationSettings, run_generation
-from rtdemo.samples import load_samples
-from rtdemo.store import Store
+from rtdemo.generation.run import GenerationSettings, run_generation
+from rtdemo.generation.samples import load_samples
 from rtdemo.tasks.registry import TASKS
 from rtdemo.tasks.synthetic import SyntheticSettings, generate
 from rtdemo.teachers.builtin import BuiltinTeacher
 from rtdemo.teachers.replay import ReplayTeacher
+from rtdemo.workspace.store import Store
 
 COIN = TASKS["coin_flip"].answer
 

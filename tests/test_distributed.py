@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from rtdemo import launch
+from rtdemo.training import launch
 from tests.conftest import REPO
 
 EXPERIMENT = "ddp"
@@ -58,7 +58,7 @@ def run(*args: str, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> tuple[Path, Path]:
     """(workspace with 16 last-letter questions of 1-4 words, student folder without dropout)."""
-    from rtdemo.students import build_tiny_student
+    from rtdemo.students.loading import build_tiny_student
 
     root = tmp_path_factory.mktemp("distributed")
     student = build_tiny_student(root / "student", layers=2, width=32, heads=2, context=256)
@@ -100,8 +100,8 @@ def label_counts(workspace: Path, student: Path) -> list[int]:
     """Completion tokens (the trained ones, EOS aside) of each record, in training order."""
     from transformers import AutoTokenizer
 
-    from rtdemo.curation import format_pair
-    from rtdemo.store import Store
+    from rtdemo.curation.curate import format_pair
+    from rtdemo.workspace.store import Store
 
     tokenizer = AutoTokenizer.from_pretrained(student)
     with Store(workspace) as store:
@@ -165,8 +165,8 @@ def test_two_gloo_processes_train_the_same_weights_as_one(setup):
     assert max_difference(trained_one, initial) > 1e-4  # training moved the weights
     assert max_difference(trained_one, trained_two) < 1e-5
 
-    from rtdemo.runs import get_run
-    from rtdemo.store import Store
+    from rtdemo.training.runs import get_run
+    from rtdemo.workspace.store import Store
 
     with Store(workspace) as store:
         recorded = get_run(store, store.get_experiment(EXPERIMENT), "ddp")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rtdemo import evaluation
-from rtdemo.evaluation import (
+from rtdemo.evaluation import evaluate as evaluation
+from rtdemo.evaluation.evaluate import (
     EvalResult,
     Generated,
     GenerationStopped,

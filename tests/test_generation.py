@@ -7,14 +7,14 @@ import asyncio
 import pytest
 
 from rtdemo.errors import UserError
-from rtdemo.generation import GenerationSettings, run_generation
-from rtdemo.pricing import Price
-from rtdemo.samples import SampleKey, load_samples, save_rationale
-from rtdemo.store import Store
+from rtdemo.generation.pricing import Price
+from rtdemo.generation.run import GenerationSettings, run_generation
+from rtdemo.generation.samples import SampleKey, load_samples, save_rationale
 from rtdemo.tasks.registry import TASKS
 from rtdemo.tasks.synthetic import SyntheticSettings, generate
 from rtdemo.teachers.base import Completion, TeacherError, rationale_prompt
 from rtdemo.teachers.builtin import BuiltinTeacher
+from rtdemo.workspace.store import Store
 
 COIN = TASKS["coin_flip"].answer
 FAST = {"backoff": 0.001, "max_backoff": 0.01}

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from rtdemo.generation import GenerationSettings, run_generation
-from rtdemo.samples import load_samples
-from rtdemo.store import Store
+from rtdemo.generation.run import GenerationSettings, run_generation
+from rtdemo.generation.samples import load_samples
 from rtdemo.tasks.registry import TASKS
 from rtdemo.tasks.synthetic import SyntheticSettings, generate
 from rtdemo.teachers.openai_compat import OpenAITeacher
+from rtdemo.workspace.store import Store
 from tests.fakes.openai_server import FakeOpenAIServer, Faults, coin_flip_responder
 
 KEY = "sk-test-key"
@@ -253,7 +253,7 @@ def test_canary_key_appears_nowhere(tmp_path, server):
 
 
 def _wait_job(ws: Path, job_id: int, statuses=("done", "failed", "cancelled"), timeout=90):
-    from rtdemo.jobs import get_job
+    from rtdemo.jobs.runner import get_job
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -267,7 +267,7 @@ def _wait_job(ws: Path, job_id: int, statuses=("done", "failed", "cancelled"), t
 
 @pytest.mark.slow
 def test_background_job_generates_reports_progress_and_keeps_the_key_off_disk(tmp_path, server):
-    from rtdemo.job_files import read_progress
+    from rtdemo.jobs.files import read_progress
 
     canary = "sk-canary-bg-" + "x9" * 10
     server.api_key = canary
@@ -290,7 +290,7 @@ def test_background_job_generates_reports_progress_and_keeps_the_key_off_disk(tm
 
 @pytest.mark.slow
 def test_background_job_cancel_then_resume_completes_without_duplicates(tmp_path, server):
-    from rtdemo.jobs import cancel_job, resume_job
+    from rtdemo.jobs.runner import cancel_job, resume_job
 
     server.latency = 0.05
     ws = tmp_path / "ws"

@@ -1,4 +1,4 @@
-"""Publishing to the Hub (`rtdemo push`, `rtdemo.hub`) against a fake Hub on 127.0.0.1.
+"""Publishing to the Hub (`rtdemo push`, `rtdemo.publishing.push`) against a fake Hub on 127.0.0.1.
 
 The module builds one workspace once: 30 synthetic Last Letter questions (21 train, 9 test), the
 built-in teacher on both splits, a few review decisions, and three tiny students trained for 3
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from rtdemo.store import Store
+from rtdemo.workspace.store import Store
 from tests.fakes.hub_server import TOKEN, FakeHubServer
 
 TASK = "last_letter_concatenation"
@@ -40,18 +40,18 @@ def build_workspace(workspace: Path, owner: str = "local", runs=RUNS) -> None:
     """An experiment `letters` of `owner` with rationales, reviews and trained, evaluated runs."""
     import torch
 
-    from rtdemo.config import RunConfig
-    from rtdemo.curation import review
-    from rtdemo.evaluation import evaluate, save_eval
-    from rtdemo.generation import GenerationSettings, run_generation
-    from rtdemo.pipeline import training_records
-    from rtdemo.recipes import settings_for
-    from rtdemo.runs import create_run, finish_run, save_evaluation
-    from rtdemo.samples import load_samples
+    from rtdemo.curation.curate import review
+    from rtdemo.evaluation.evaluate import evaluate, save_eval
+    from rtdemo.generation.run import GenerationSettings, run_generation
+    from rtdemo.generation.samples import load_samples
+    from rtdemo.pipeline.recipe import RunConfig
+    from rtdemo.pipeline.run import training_records
     from rtdemo.tasks import SourceOptions, get_task, load_examples
     from rtdemo.tasks.synthetic import SyntheticSettings
     from rtdemo.teachers.builtin import BuiltinTeacher
-    from rtdemo.training import train
+    from rtdemo.training.recipes import settings_for
+    from rtdemo.training.runs import create_run, finish_run, save_evaluation
+    from rtdemo.training.trainer import train
 
     torch.set_num_threads(1)
     options = SourceOptions(synthetic=SyntheticSettings(seed=0, size=SIZE, length=2))
@@ -119,7 +119,7 @@ def cli(workspace: Path, *args: str, endpoint: str | None = None) -> tuple[int, 
     import contextlib
     import io
 
-    from rtdemo.cli import main
+    from rtdemo.cli.main import main
 
     argv = ["push", "--workspace", str(workspace), "--experiment", "letters", *args]
     argv += ["--endpoint", endpoint] if endpoint else []
@@ -138,7 +138,7 @@ def one_error(stderr: str) -> str:
 
 def predictions(workspace: Path, run: str, owner: str = "local") -> list[dict]:
     """The run's own evaluation predictions (test split)."""
-    from rtdemo.runs import get_run
+    from rtdemo.training.runs import get_run
 
     with Store(workspace) as store:
         folder = get_run(store, store.get_experiment("letters", owner), run).output_dir
@@ -148,7 +148,7 @@ def predictions(workspace: Path, run: str, owner: str = "local") -> list[dict]:
 
 def evaluated_again(model_folder: Path, workspace: Path, owner: str = "local"):
     """The student in `model_folder` answering the experiment's test questions, as evaluated."""
-    from rtdemo.evaluation import evaluate
+    from rtdemo.evaluation.evaluate import evaluate
     from rtdemo.tasks import get_task
 
     with Store(workspace) as store:
@@ -157,7 +157,7 @@ def evaluated_again(model_folder: Path, workspace: Path, owner: str = "local"):
 
 
 def stored_metrics(workspace: Path, run: str) -> dict:
-    from rtdemo.runs import latest_evaluations
+    from rtdemo.training.runs import latest_evaluations
 
     with Store(workspace) as store:
         return latest_evaluations(store, store.get_experiment("letters"))[run]["metrics"]
@@ -357,7 +357,7 @@ def test_a_later_push_links_what_was_published_before(workspace, hub, token_env,
 def test_a_full_run_and_an_adapter_whose_base_is_on_the_hub(workspace, hub, token_env, tmp_path):
     from huggingface_hub import ModelCard
 
-    from rtdemo.runs import create_run, finish_run, get_run
+    from rtdemo.training.runs import create_run, finish_run, get_run
 
     code, _, err = cli(
         workspace, "--repo-id", "tester/cot", "--run", "cot", "--what", "model", endpoint=hub.url
@@ -425,7 +425,8 @@ def test_a_full_run_and_an_adapter_whose_base_is_on_the_hub(workspace, hub, toke
     assert set(files_of(folder)) == PUBLISHED  # NOTES.md was never written to the folder
 
     # --merged: full weights even so (merging needs the base), the Hub base still named.
-    from rtdemo import cards, hub_files
+    from rtdemo.publishing import cards
+    from rtdemo.publishing import files as hub_files
 
     with Store(workspace) as store:
         exp = store.get_experiment("letters")
@@ -540,7 +541,7 @@ def test_no_token_offline_and_bad_arguments_say_what_to_do(workspace, hub, token
     )
     same = error("--repo-id", "a/b", "--dataset-repo-id", "a/b")
     assert "the model and the dataset need different repo ids" in same
-    from rtdemo.curation import curate, set_decisions
+    from rtdemo.curation.curate import curate, set_decisions
 
     with Store(workspace) as store:
         exp = store.get_experiment("letters")
@@ -562,8 +563,8 @@ def test_no_token_offline_and_bad_arguments_say_what_to_do(workspace, hub, token
 def test_the_cli_pushes_in_a_subprocess_and_as_a_background_job(workspace, hub, run_cli, tmp_path):
     import time
 
-    from rtdemo.job_files import last_progress, tail_log
-    from rtdemo.jobs import get_job
+    from rtdemo.jobs.files import last_progress, tail_log
+    from rtdemo.jobs.runner import get_job
 
     env = {
         "HF_TOKEN": TOKEN,

@@ -20,13 +20,13 @@ from typing import TypeVar
 
 import pytest
 
-from rtdemo import job_processes
-from rtdemo.commands import jobs as jobs_commands
+from rtdemo.cli import jobs as jobs_commands
 from rtdemo.errors import UserError
-from rtdemo.job_files import last_progress, read_progress, tail_log
-from rtdemo.job_processes import pid_alive
-from rtdemo.job_records import Job, uses_torch
-from rtdemo.jobs import (
+from rtdemo.jobs import processes as job_processes
+from rtdemo.jobs.files import last_progress, read_progress, tail_log
+from rtdemo.jobs.processes import pid_alive
+from rtdemo.jobs.records import Job, uses_torch
+from rtdemo.jobs.runner import (
     STALE_ERROR,
     cancel_job,
     check_argv,
@@ -37,7 +37,7 @@ from rtdemo.jobs import (
     running_torch_job,
     start_job,
 )
-from rtdemo.store import Store, workspace_path
+from rtdemo.workspace.store import Store, workspace_path
 from tests.helpers import kill_job_processes, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,8 +154,8 @@ def test_progress_arrives_while_the_parent_works(store):
 @pytest.mark.slow
 def test_job_survives_its_parent_exiting(workspace, store):
     code = (
-        "import sys; from pathlib import Path; from rtdemo.store import Store; "
-        "from rtdemo.jobs import start_job; "
+        "import sys; from pathlib import Path; from rtdemo.workspace.store import Store; "
+        "from rtdemo.jobs.runner import start_job; "
         f"job = start_job(Store(Path(sys.argv[1])), 'generate', {sleeper(6, 0.15)!r}); "
         "print(job.id)"
     )

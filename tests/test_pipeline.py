@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from rtdemo.config import load_config
 from rtdemo.errors import UserError
-from rtdemo.paper_results import paper_figure
-from rtdemo.pipeline import _paper_source, check_recipe
-from rtdemo.recipes import settings_for
-from rtdemo.results import results_markdown
-from rtdemo.store import Store
+from rtdemo.evaluation.paper_results import paper_figure
+from rtdemo.evaluation.results import results_markdown
+from rtdemo.pipeline.recipe import load_config
+from rtdemo.pipeline.run import _paper_source, check_recipe
+from rtdemo.training.recipes import settings_for
+from rtdemo.workspace.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = ("accuracy", "contains_answer", "correct_format", "complete")

@@ -1,5 +1,5 @@
-"""The comparison of an experiment's students and teacher (`rtdemo.results`): which rows, which
-numbers, when the paper's figure is shown, and predictions with failures first."""
+"""The comparison of an experiment's students and teacher (`rtdemo.evaluation.results`): which
+rows, which numbers, when the paper's figure is shown, and predictions with failures first."""
 
 from __future__ import annotations
 
@@ -7,11 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from rtdemo.results import comparison_rows, comparison_table, failures_first, paper_source
-from rtdemo.runs import create_run, finish_run, save_evaluation
-from rtdemo.store import Store
+from rtdemo.evaluation.results import (
+    comparison_rows,
+    comparison_table,
+    failures_first,
+    paper_source,
+)
 from rtdemo.tasks import get_task
 from rtdemo.tasks.types import Example
+from rtdemo.training.runs import create_run, finish_run, save_evaluation
+from rtdemo.workspace.store import Store
 
 
 @pytest.fixture

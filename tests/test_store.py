@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from rtdemo import store as store_module
 from rtdemo.errors import UserError
-from rtdemo.store import (
+from rtdemo.tasks.types import Example
+from rtdemo.workspace import store as store_module
+from rtdemo.workspace.store import (
     DB_NAME,
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -21,7 +22,6 @@ from rtdemo.store import (
     migrate,
     workspace_path,
 )
-from rtdemo.tasks.types import Example
 
 WORKERS = 6
 QUESTIONS_PER_WORKER = 40

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from rtdemo.curation import format_pair
+from rtdemo.curation.curate import format_pair
 from rtdemo.errors import UserError
-from rtdemo.students import (
+from rtdemo.students.loading import (
     TINY_EOS,
     build_tiny_student,
     byte_tokenizer,
@@ -145,8 +145,8 @@ def test_load_student_seq2seq(tmp_path):
 
 
 def test_word_tokenizer_keeps_names_as_letters_and_shortens_the_template():
-    from rtdemo.curation import format_pair
-    from rtdemo.students import frequent_words, word_tokenizer
+    from rtdemo.curation.curate import format_pair
+    from rtdemo.students.loading import frequent_words, word_tokenizer
     from rtdemo.tasks.synthetic import SyntheticSettings, generate
 
     examples = generate("last_letter_concatenation", SyntheticSettings(size=200))

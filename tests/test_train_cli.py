@@ -22,12 +22,12 @@ from typing import TypeVar
 import pytest
 
 from rtdemo.errors import UserError
-from rtdemo.job_files import last_progress, read_progress, tail_log
-from rtdemo.job_processes import pid_alive
-from rtdemo.job_records import ENDED, Job
-from rtdemo.jobs import STALE_ERROR, cancel_job, get_job, refresh_stale, resume_job
-from rtdemo.runs import create_run, finish_run, get_run, latest_evaluations
-from rtdemo.store import Store, workspace_path
+from rtdemo.jobs.files import last_progress, read_progress, tail_log
+from rtdemo.jobs.processes import pid_alive
+from rtdemo.jobs.records import ENDED, Job
+from rtdemo.jobs.runner import STALE_ERROR, cancel_job, get_job, refresh_stale, resume_job
+from rtdemo.training.runs import create_run, finish_run, get_run, latest_evaluations
+from rtdemo.workspace.store import Store, workspace_path
 from tests.helpers import kill_job_processes, wait_for
 
 pytestmark = pytest.mark.slow

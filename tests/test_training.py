@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from rtdemo.curation import format_pair
+from rtdemo.curation.curate import format_pair
 from rtdemo.errors import UserError
-from rtdemo.students import build_tiny_student, load_student
-from rtdemo.train_settings import PAPER_RECIPE, TINY_RECIPE, TrainSettings, choose_precision
-from rtdemo.training import build_trainer, train
+from rtdemo.students.loading import build_tiny_student, load_student
+from rtdemo.training.settings import PAPER_RECIPE, TINY_RECIPE, TrainSettings, choose_precision
+from rtdemo.training.trainer import build_trainer, train
 from tests.tiny_models import build_tiny_seq2seq
 
 torch.set_num_threads(1)
@@ -342,7 +342,7 @@ def test_recipes_are_valid_settings():
 
 
 def test_choose_precision(monkeypatch):
-    import rtdemo.train_settings as train_settings
+    import rtdemo.training.settings as train_settings
 
     assert choose_precision("fp32") == "fp32"
     if torch.cuda.is_available():

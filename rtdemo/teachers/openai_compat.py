@@ -89,7 +89,7 @@ class OpenAITeacher(Teacher):
         self.token_field = token_field
         if http_client is None:
             # Redirects are not followed: a server must not send the request (and the key) on to
-            # an address the base URL check never saw (rtdemo.access).
+            # an address the base URL check never saw (rtdemo.hosting.access).
             http_client = openai.DefaultAsyncHttpxClient(follow_redirects=False)
         self._client = openai.AsyncOpenAI(
             api_key=key, base_url=url, max_retries=0, timeout=timeout, http_client=http_client

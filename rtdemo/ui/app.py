@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from rtdemo.errors import UserError
-from rtdemo.quotas import on_spaces
+from rtdemo.hosting.quotas import on_spaces
 from rtdemo.ui.chat_tab import build_chat_tab
 from rtdemo.ui.evaluate_tab import build_evaluate_tab
 from rtdemo.ui.experiments import create_experiment, describe_experiment, experiment_names

@@ -1,8 +1,8 @@
 """The Chat tab's handlers: ask the teacher and a student the same question, side by side; pick a
 test question at random; vote on the exchange; list and export the votes.
 
-Plain functions `(ctx, owner, experiment_name, ...)` over the core (`rtdemo.chat`,
-`rtdemo.chat_student`, `rtdemo.chat_votes`; no Gradio) that raise `UserError` for what a user can
+Plain functions `(ctx, owner, experiment_name, ...)` over the core (`rtdemo.chat.session`,
+`rtdemo.chat.student`, `rtdemo.chat.votes`; no Gradio) that raise `UserError` for what a user can
 fix; `chat_tab.py` lays out the tab and wires them; `chat_view.py` says what the tab shows of an
 exchange (model text as plain strings; what goes into Markdown escaped first).
 
@@ -24,19 +24,19 @@ from typing import Any
 
 import pandas as pd
 
-from rtdemo.access import check_model_name, check_public_url
-from rtdemo.chat import TEACHER_MAX_TOKENS, chat_exchange, teacher_side
-from rtdemo.chat_student import STUDENT_MAX_NEW_TOKENS, StudentSpec, student_side
-from rtdemo.chat_votes import VOTES, list_votes, save_vote, write_votes_jsonl
+from rtdemo.chat.session import TEACHER_MAX_TOKENS, chat_exchange, teacher_side
+from rtdemo.chat.student import STUDENT_MAX_NEW_TOKENS, StudentSpec, student_side
+from rtdemo.chat.votes import VOTES, list_votes, save_vote, write_votes_jsonl
 from rtdemo.errors import UserError
-from rtdemo.jobs import refresh_stale, running_torch_job
-from rtdemo.runs import list_runs
-from rtdemo.store import Experiment, Store
+from rtdemo.hosting.access import check_model_name, check_public_url
+from rtdemo.jobs.runner import refresh_stale, running_torch_job
 from rtdemo.tasks import get_task
 from rtdemo.tasks.types import Example
 from rtdemo.teachers.base import Teacher
+from rtdemo.training.runs import list_runs
 from rtdemo.ui.chat_view import ChatView, view_of
 from rtdemo.ui.session import AppContext, check_owner
+from rtdemo.workspace.store import Experiment, Store
 
 TEACHERS = {"built-in (offline)": "builtin", "OpenAI-compatible": "openai"}
 FORMAT_NAMES = {"cot": "Fine-tune-CoT", "vanilla": "vanilla baseline"}
@@ -105,7 +105,7 @@ def resolve_student(store: Store, exp: Experiment, name: str) -> StudentSpec:
             label = f"run {run.name} ({FORMAT_NAMES.get(run.format, run.format)}, {run.student})"
             return StudentSpec(str(run.output_dir / "final"), run.format, label)
     check_model_name(name, "student (or pick one of your trained runs)")
-    from rtdemo.students import student_kind
+    from rtdemo.students.loading import student_kind
 
     student_kind(name)  # a missing folder or an unreachable Hub id: a message that says so
     return StudentSpec(name, "cot", f"{name} (not trained here: read as Fine-tune-CoT)")
@@ -113,8 +113,8 @@ def resolve_student(store: Store, exp: Experiment, name: str) -> StudentSpec:
 
 def build_teacher(form: ChatForm, task: str, key: str = "") -> Teacher:
     """The chat's teacher, built the way `rtdemo generate` builds it (the key stays in memory)."""
-    from rtdemo.commands.teacher_args import BUILTIN_TASKS, KEY_ENV
-    from rtdemo.commands.teacher_args import build_teacher as build
+    from rtdemo.cli.teacher_args import BUILTIN_TASKS, KEY_ENV
+    from rtdemo.cli.teacher_args import build_teacher as build
 
     if form.teacher == "openai" and form.base_url:
         check_public_url(form.base_url)  # the server's own network, if the host forbids it

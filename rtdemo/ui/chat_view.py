@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
-from rtdemo.chat import Exchange, Side
+from rtdemo.chat.session import Exchange, Side
 
 _MARKDOWN = re.compile(r"([\\`*_\[\]|~])")  # mid-line: what could format or link
 SHOWN_ANSWER = 40  # characters of a read-out answer shown in a status line

@@ -15,17 +15,22 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from rtdemo.commands.teacher_args import KEY_ENV
+from rtdemo.cli.teacher_args import KEY_ENV
 from rtdemo.errors import UserError
-from rtdemo.job_records import Job, flag_value
-from rtdemo.jobs import list_jobs
-from rtdemo.results import TABLE_COLUMNS, comparison_rows, comparison_table, subject_predictions
-from rtdemo.runs import latest_evaluations, list_runs
-from rtdemo.samples import load_samples
-from rtdemo.store import Experiment, Store
+from rtdemo.evaluation.results import (
+    TABLE_COLUMNS,
+    comparison_rows,
+    comparison_table,
+    subject_predictions,
+)
+from rtdemo.generation.samples import load_samples
+from rtdemo.jobs.records import Job, flag_value
+from rtdemo.jobs.runner import list_jobs
 from rtdemo.tasks import get_task
+from rtdemo.training.runs import latest_evaluations, list_runs
 from rtdemo.ui.job_view import job_status
 from rtdemo.ui.session import ACTIVE, AppContext, cancel_current, check_owner
+from rtdemo.workspace.store import Experiment, Store
 
 PREDICTION_COLUMNS = ["#", "correct", "question", "gold answer", "prediction", "output"]
 # Flags of the Teacher tab's generation that the teacher's test-split run sets itself (or drops:

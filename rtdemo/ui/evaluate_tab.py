@@ -14,7 +14,7 @@ import gradio as gr
 import pandas as pd
 
 from rtdemo.errors import UserError
-from rtdemo.results import TABLE_COLUMNS
+from rtdemo.evaluation.results import TABLE_COLUMNS
 from rtdemo.ui.evaluate_actions import (
     PREDICTION_COLUMNS,
     cancel_evaluation,

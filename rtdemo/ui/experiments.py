@@ -96,7 +96,7 @@ def create_experiment(ctx: AppContext, owner: str | None, name: str, choice: Tas
     test = _load_split(choice, "test", file)
     ctx.quotas.check_questions(owner, max(len(train), len(test)))
     # The source actually used ("first available" resolved): the paper's figures compare only with
-    # an experiment on the paper's own files (rtdemo.results.paper_source).
+    # an experiment on the paper's own files (rtdemo.evaluation.results.paper_source).
     source = choice.source
     if source == AUTO:
         source = pick_source(TASKS[choice.key], choice.options(file).resolved(), "train")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rtdemo.job_files import last_progress, tail_log
-from rtdemo.job_records import Job
+from rtdemo.jobs.files import last_progress, tail_log
+from rtdemo.jobs.records import Job
 
 ICONS = {"queued": "⏳", "running": "▶️", "done": "✅", "failed": "❌", "cancelled": "⏹️"}
 # What a resume of a failed or cancelled job keeps, per kind: only what is true of that kind.

@@ -18,13 +18,13 @@ import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from rtdemo.commands.push import RESULT_NAME, TOKEN_ENV
+from rtdemo.cli.push import RESULT_NAME, TOKEN_ENV
 from rtdemo.errors import UserError
-from rtdemo.hub import DATASET_SUFFIX
-from rtdemo.job_files import last_progress
-from rtdemo.job_records import Job
-from rtdemo.jobs import list_jobs
-from rtdemo.runs import list_runs
+from rtdemo.jobs.files import last_progress
+from rtdemo.jobs.records import Job
+from rtdemo.jobs.runner import list_jobs
+from rtdemo.publishing.push import DATASET_SUFFIX
+from rtdemo.training.runs import list_runs
 from rtdemo.ui.job_view import job_status
 from rtdemo.ui.session import ACTIVE, AppContext, cancel_current, check_owner, cli_text
 

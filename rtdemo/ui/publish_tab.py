@@ -14,7 +14,7 @@ from functools import partial
 import gradio as gr
 
 from rtdemo.errors import UserError
-from rtdemo.quotas import on_spaces
+from rtdemo.hosting.quotas import on_spaces
 from rtdemo.ui.publish_actions import (
     LICENSES,
     VISIBILITY,

@@ -1,8 +1,8 @@
 """The Review tab's write side: decisions, edits, bulk actions, export and import.
 
-Plain functions over `rtdemo.curation` taking `(ctx, owner, experiment_name, ...)`; each saves at
-once and returns a status line (or a file); `UserError` for what a user can fix. The read side
-(what the tab shows) is `review_view.py`.
+Plain functions over `rtdemo.curation.curate` taking `(ctx, owner, experiment_name, ...)`; each
+saves at once and returns a status line (or a file); `UserError` for what a user can fix. The read
+side (what the tab shows) is `review_view.py`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from rtdemo.curation import (
+from rtdemo.curation.curate import (
     ReviewFilter,
     StudentKind,
     TrainFormat,
@@ -23,9 +23,9 @@ from rtdemo.curation import (
     set_decisions,
 )
 from rtdemo.errors import UserError
-from rtdemo.store import Experiment, Store
 from rtdemo.ui.review_view import SPLIT
 from rtdemo.ui.session import AppContext
+from rtdemo.workspace.store import Experiment, Store
 
 ACTIONS = ("accept", "reject", "clear", "edit", "discard_edit")
 

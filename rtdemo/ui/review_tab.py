@@ -20,7 +20,7 @@ from collections.abc import Callable
 import gradio as gr
 from gradio.context import get_render_context
 
-from rtdemo.curation import ReviewFilter
+from rtdemo.curation.curate import ReviewFilter
 from rtdemo.errors import UserError
 from rtdemo.ui import review_actions as ra
 from rtdemo.ui import review_view as rv

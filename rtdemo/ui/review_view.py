@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import Literal
 
-from rtdemo.curation import (
+from rtdemo.curation.curate import (
     Curated,
     ReviewFilter,
     check_sample,

@@ -22,12 +22,12 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 
-from rtdemo.access import check_command
 from rtdemo.errors import UserError
-from rtdemo.job_records import Job
-from rtdemo.jobs import cancel_job, list_jobs
-from rtdemo.quotas import LOGGED_IN_PREFIX, Quotas
-from rtdemo.store import Experiment, Store, workspace_path
+from rtdemo.hosting.access import check_command
+from rtdemo.hosting.quotas import LOGGED_IN_PREFIX, Quotas
+from rtdemo.jobs.records import Job
+from rtdemo.jobs.runner import cancel_job, list_jobs
+from rtdemo.workspace.store import Experiment, Store, workspace_path
 
 _ANON = re.compile(r"anon-[0-9a-f]{16}")
 ACTIVE = ("queued", "running")
@@ -99,11 +99,11 @@ class AppContext:
         """Run `rtdemo <argv> --background` for `owner` in-process and return the job it started.
 
         The command checks its settings before starting anything (a `UserError` then). What the
-        host allows (`rtdemo.access`) and the owner's running-jobs quota are checked first.
+        host allows (`rtdemo.hosting.access`) and the owner's running-jobs quota are checked first.
         `secrets_env` (e.g. an API key) goes only to the job's environment; it is never part of
         the argv, the store or a file.
         """
-        from rtdemo.cli import build_parser
+        from rtdemo.cli.main import build_parser
 
         owner = check_owner(owner)
         check_command(argv)  # the server's own network and disk, if the host forbids them

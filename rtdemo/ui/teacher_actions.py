@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rtdemo.commands.generate import estimate_of
-from rtdemo.commands.teacher_args import KEY_ENV
+from rtdemo.cli.generate import estimate_of
+from rtdemo.cli.teacher_args import KEY_ENV
 from rtdemo.errors import UserError
-from rtdemo.job_records import Job
-from rtdemo.jobs import cancel_job, resume_job
-from rtdemo.samples import load_samples
-from rtdemo.store import Experiment
+from rtdemo.generation.samples import load_samples
+from rtdemo.jobs.records import Job
+from rtdemo.jobs.runner import cancel_job, resume_job
 from rtdemo.ui.job_view import job_status
 from rtdemo.ui.session import ACTIVE, AppContext, check_owner, cli_text, keep_upload
+from rtdemo.workspace.store import Experiment
 
 KINDS = ["generate"]
 
@@ -107,7 +107,7 @@ def estimate_generation(
         exp = ctx.experiment(store, owner, experiment)
     replay = Path(choice.replay_file) if choice.replay_file else None
     argv = choice.argv(exp, replay)
-    from rtdemo.cli import build_parser
+    from rtdemo.cli.main import build_parser
 
     args = build_parser().parse_args(
         ["estimate", *argv[1:], "--workspace", str(ctx.workspace), "--owner", owner]

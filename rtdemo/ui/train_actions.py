@@ -17,13 +17,13 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from rtdemo.errors import UserError
-from rtdemo.job_files import read_progress
-from rtdemo.job_records import Job, flag_value
-from rtdemo.jobs import list_jobs, resume_job
-from rtdemo.runs import list_runs
-from rtdemo.store import Experiment, Store
+from rtdemo.jobs.files import read_progress
+from rtdemo.jobs.records import Job, flag_value
+from rtdemo.jobs.runner import list_jobs, resume_job
+from rtdemo.training.runs import list_runs
 from rtdemo.ui.job_view import job_status
 from rtdemo.ui.session import ACTIVE, AppContext, cancel_current, check_owner, cli_text
+from rtdemo.workspace.store import Experiment, Store
 
 FORMATS = {"Fine-tune-CoT": ("cot",), "vanilla baseline": ("vanilla",), "both": ("cot", "vanilla")}
 RECIPE_DEFAULTS = {"tiny": (16, 3e-3), "paper": (8, 3e-4)}  # batch size, learning rate
@@ -155,7 +155,7 @@ def _check_run_free(store: Store, exp: Experiment, jobs: list[Job], name: str) -
 
 def planned_steps(form: TrainForm, examples: int) -> int:
     """Optimizer steps the run will take at most (`examples`: an upper bound of its records)."""
-    from rtdemo.recipes import settings_for
+    from rtdemo.training.recipes import settings_for
 
     settings = settings_for(form.student, form.recipe, form.overrides())  # bad settings: now
     if settings.max_steps:

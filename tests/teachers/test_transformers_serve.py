@@ -30,13 +30,13 @@ from pathlib import Path
 
 import pytest
 
-from rtdemo.generation import GenerationSettings, run_generation
-from rtdemo.samples import load_samples
-from rtdemo.store import Store
+from rtdemo.generation.run import GenerationSettings, run_generation
+from rtdemo.generation.samples import load_samples
 from rtdemo.tasks.registry import TASKS
 from rtdemo.tasks.synthetic import SyntheticSettings, generate
 from rtdemo.teachers.base import Completion, TeacherError, answer_prompt, rationale_prompt
 from rtdemo.teachers.openai_compat import OpenAITeacher
+from rtdemo.workspace.store import Store
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from rtdemo.store import Store
+from rtdemo.workspace.store import Store
 from tests.ui.browser import (
     app_server,
     create_experiment,

@@ -16,7 +16,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from rtdemo.store import Store
+from rtdemo.workspace.store import Store
 from tests.fakes.hub_server import TOKEN, FakeHubServer
 from tests.ui.browser import (
     app_server,
@@ -96,8 +96,8 @@ def test_a_user_trains_a_student_and_publishes_it_with_its_rationales(server, br
     import datasets
     from safetensors.torch import load_file
 
-    from rtdemo.curation import curate
-    from rtdemo.runs import get_run
+    from rtdemo.curation.curate import curate
+    from rtdemo.training.runs import get_run
 
     model = hub.repo("model", "tester/browser-student")
     rationales = hub.repo("dataset", "tester/browser-student-rationales")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from rtdemo import chat_student
+from rtdemo.chat import student as chat_student
 from rtdemo.errors import UserError
-from rtdemo.runs import create_run, finish_run
+from rtdemo.training.runs import create_run, finish_run
 from rtdemo.ui.chat_actions import (
     ChatForm,
     build_teacher,
@@ -49,7 +49,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory) -> Path:
-    from rtdemo.students import build_tiny_student
+    from rtdemo.students.loading import build_tiny_student
 
     return build_tiny_student(tmp_path_factory.mktemp("chat-tab") / "tiny", layers=2, width=64)
 

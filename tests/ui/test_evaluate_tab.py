@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from rtdemo.errors import UserError
-from rtdemo.generation import GenerationSettings, run_generation
-from rtdemo.jobs import get_job
+from rtdemo.generation.run import GenerationSettings, run_generation
+from rtdemo.jobs.runner import get_job
 from rtdemo.tasks import get_task
 from rtdemo.teachers.builtin import BuiltinTeacher
 from rtdemo.ui.evaluate_actions import (

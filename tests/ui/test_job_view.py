@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rtdemo.job_records import Job, flag_value
+from rtdemo.jobs.records import Job, flag_value
 from rtdemo.ui.job_view import job_status, resume_note
 
 

@@ -21,9 +21,9 @@ from typing import TypeVar
 
 import pytest
 
-from rtdemo import job_processes
 from rtdemo.errors import UserError
-from rtdemo.job_processes import pid_alive
+from rtdemo.jobs import processes as job_processes
+from rtdemo.jobs.processes import pid_alive
 from rtdemo.ui.publish_actions import (
     PublishForm,
     cancel_publish,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from rtdemo.curation import ReviewFilter, curate
+from rtdemo.curation.curate import ReviewFilter, curate
 from rtdemo.errors import UserError
-from rtdemo.generation import GenerationSettings, run_generation
+from rtdemo.generation.run import GenerationSettings, run_generation
 from rtdemo.tasks.registry import TASKS
 from rtdemo.teachers.builtin import BuiltinTeacher
 from rtdemo.ui import review_actions as ra

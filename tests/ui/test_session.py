@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rtdemo.errors import UserError
-from rtdemo.quotas import Quotas, owner_is_visitor
+from rtdemo.hosting.quotas import Quotas, owner_is_visitor
 from rtdemo.ui.experiments import (
     TaskChoice,
     create_experiment,

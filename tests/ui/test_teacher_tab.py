@@ -15,13 +15,13 @@ from typing import TypeVar
 
 import pytest
 
-from rtdemo.curation import export_jsonl
+from rtdemo.curation.curate import export_jsonl
 from rtdemo.errors import UserError
-from rtdemo.job_files import last_progress
-from rtdemo.job_records import Job
-from rtdemo.jobs import cancel_job
-from rtdemo.quotas import Quotas
-from rtdemo.samples import load_samples
+from rtdemo.generation.samples import load_samples
+from rtdemo.hosting.quotas import Quotas
+from rtdemo.jobs.files import last_progress
+from rtdemo.jobs.records import Job
+from rtdemo.jobs.runner import cancel_job
 from rtdemo.ui.experiments import TaskChoice, create_experiment
 from rtdemo.ui.session import AppContext
 from rtdemo.ui.teacher_actions import (

@@ -14,11 +14,11 @@ from typing import TypeVar
 
 import pytest
 
-from rtdemo import jobs
 from rtdemo.errors import UserError
-from rtdemo.generation import GenerationSettings, run_generation
-from rtdemo.job_processes import pid_alive
-from rtdemo.quotas import Quotas
+from rtdemo.generation.run import GenerationSettings, run_generation
+from rtdemo.hosting.quotas import Quotas
+from rtdemo.jobs import runner as jobs
+from rtdemo.jobs.processes import pid_alive
 from rtdemo.tasks import get_task
 from rtdemo.teachers.builtin import BuiltinTeacher
 from rtdemo.ui.session import AppContext

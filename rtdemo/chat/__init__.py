@@ -1,0 +1,1 @@
+"""Chat: teacher and student side by side, streamed, with votes."""

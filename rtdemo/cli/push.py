@@ -1,0 +1,232 @@
+"""`rtdemo push`: publish a trained student and/or its rationale dataset on the Hugging Face Hub.
+
+    HF_TOKEN=hf_... rtdemo push --experiment letters --repo-id you/letters-student
+    rtdemo push --experiment letters --repo-id you/letters-student --dry-run   # no token needed
+    HF_TOKEN=hf_... rtdemo push --experiment letters --repo-id you/letters-rationales \\
+        --what dataset --all-samples --public --background
+
+`--what both` (the default) publishes the student to OWNER/NAME and the rationales to
+OWNER/NAME-rationales (`--dataset-repo-id` to choose). Repos are private unless `--public`.
+The token comes from the environment only (`HF_TOKEN`, else the one `hf auth login` saved): there
+is no flag for it, so it never reaches shell history, job records or logs; a background job gets
+it through its environment. `--endpoint URL` (default `$HF_ENDPOINT`, else huggingface.co) is
+passed to the Hub client explicitly. `--dry-run` writes exactly the files a push would upload
+into `--out` (default `<workspace>/publish/<experiment>/dry-run/`) and lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from rtdemo.cli.jobs import add_job_id_flag
+from rtdemo.errors import UserError
+from rtdemo.publishing.push import (
+    WHATS,
+    PushRequest,
+    choose_run,
+    prepare,
+    publish_folder,
+    resolve_endpoint,
+)
+from rtdemo.workspace.store import Store, workspace_path
+
+TOKEN_ENV = "HF_TOKEN"
+RESULT_NAME = "push.json"  # a push job's result, in its run folder (the Publish tab reads it)
+
+
+def token_of(args: argparse.Namespace) -> str | None:
+    """The Hub token: from `args.secret_env` when the app set it (never the server's own), else
+    `$HF_TOKEN` or the token `hf auth login` saved (CLI users)."""
+    secret_env = getattr(args, "secret_env", None)
+    if secret_env is not None:
+        return secret_env.get(TOKEN_ENV) or None
+    from huggingface_hub import get_token
+
+    return os.environ.get(TOKEN_ENV) or get_token() or None
+
+
+def request_of(args: argparse.Namespace) -> PushRequest:
+    """The `PushRequest` the flags describe (repo ids and endpoint checked)."""
+    request = PushRequest(
+        experiment=args.experiment,
+        repo_id=args.repo_id,
+        run=args.run,
+        what=args.what,
+        dataset_repo_id=args.dataset_repo_id,
+        merged=args.merged,
+        private=not args.public,
+        license=args.license,
+        all_samples=args.all_samples,
+        update=args.update,
+        endpoint=resolve_endpoint(args.endpoint),
+    )
+    request.targets()
+    return request
+
+
+def _job_argv(args: argparse.Namespace, store: Store, run: str | None, endpoint: str) -> list[str]:
+    """This command line for the job: the run and endpoint made explicit, folders absolute."""
+    argv, skip = [], False
+    for token in args.argv:
+        if skip:
+            skip = False
+            continue
+        name = token.split("=", 1)[0]
+        if name in ("--background", "--workspace", "--endpoint", "--run", "--out"):
+            skip = "=" not in token and name != "--background"
+            continue
+        argv.append(token)
+    argv += ["--workspace", str(store.workspace), "--endpoint", endpoint]
+    if run:
+        argv += ["--run", run]
+    if args.out is not None:
+        argv += ["--out", str(Path(args.out).expanduser().resolve())]
+    return argv
+
+
+def _check_kept(store: Store, exp) -> None:
+    """A dataset needs kept rationales: say so before anything starts."""
+    from rtdemo.curation.curate import curate
+
+    if not any(c.kept for c in curate(store, exp)):
+        raise UserError(
+            f"experiment {exp.name} has no kept rationales to publish: generate some (Teacher "
+            "tab / rtdemo generate) and keep them in review, or publish the student alone "
+            "(--what model)"
+        )
+
+
+def _print_targets(targets, header: str) -> None:
+    print(header)
+    for target in targets:
+        print(f"  {target.kind} → {target.repo_id}  ({target.folder})")
+        for path, size in target.listing():
+            print(f"    {path:48} {size:>12,} bytes")
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Publish (or, with --dry-run, prepare) the student and/or the rationale dataset."""
+    from rtdemo.jobs.runner import job_context, start_job
+
+    request = request_of(args)
+    with Store(workspace_path(args.workspace)) as store:
+        exp = store.get_experiment(args.experiment, owner=args.owner)
+        targets = request.targets()
+        run = choose_run(store, exp, request.run) if "model" in targets else None
+        if run is not None:
+            from rtdemo.publishing.files import final_dir
+
+            final_dir(run)  # a run without a model fails now, not in a job
+            request = replace(request, run=run.name)
+        if "dataset" in targets:
+            _check_kept(store, exp)
+        token = None if args.dry_run else token_of(args)
+        if not args.dry_run and not token:
+            raise UserError(
+                f"no Hugging Face token: set {TOKEN_ENV} to a token with write access (or run "
+                "`hf auth login`; on Spaces, sign in with Hugging Face). --dry-run needs none"
+            )
+        folder = Path(args.out) if args.out else publish_folder(store, exp) / "dry-run"
+        if args.background:
+            argv = _job_argv(args, store, request.run, request.endpoint)
+            env = {TOKEN_ENV: token} if token else {}
+            job = start_job(
+                store, "push", argv, owner=args.owner, experiment_id=exp.id, env=env,
+                env_names=list(env),
+            )  # fmt: skip
+            args.started = job  # for callers in-process (the app)
+            print(f"started job {job.id} (push) — watch it: rtdemo jobs show {job.id}")
+            return 0
+        with job_context(store.workspace, args.job_id) as ctx:
+            if args.dry_run:
+                ctx.progress(done=0, total=1, phase="preparing the files")
+                prepared = prepare(store, exp, request, folder, ctx.log)
+                result = {
+                    "dry_run": True,
+                    "folder": str(folder),
+                    "targets": [_described(t) for t in prepared],
+                }
+                ctx.progress(done=1, total=1, phase="done")
+                _print_targets(prepared, f"dry run: the files a push would upload, in {folder}")
+            else:
+                from rtdemo.publishing.push import push
+
+                pushed = push(
+                    store, exp, request, token, log=ctx.log, progress=ctx.progress,
+                    cancelled=ctx.cancelled,
+                )  # fmt: skip
+                result = {"dry_run": False, "folder": None, "targets": pushed}
+                for entry in pushed if args.job_id is None else []:  # a job logs its own lines
+                    print(f"published {entry['kind']} {entry['repo_id']}: {entry['url']}")
+                    print(f"  {len(entry['files'])} files; commit {entry['commit']}")
+            if args.job_id is not None:
+                (ctx.run_dir / RESULT_NAME).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _described(target) -> dict:
+    return {
+        "kind": target.kind,
+        "repo_id": target.repo_id,
+        "url": None,
+        "files": target.listing(),
+        "card": (target.folder / "README.md").read_text(encoding="utf-8"),
+    }
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `push` to the CLI."""
+    p = commands.add_parser(
+        "push", help="publish a student and/or its rationale dataset on the Hugging Face Hub"
+    )
+    p.add_argument("--experiment", required=True, help="experiment name")
+    p.add_argument(
+        "--repo-id",
+        required=True,
+        metavar="OWNER/NAME",
+        help="the model repo (with --what dataset: the dataset repo)",
+    )
+    p.add_argument("--run", help="the trained run (default: the newest Fine-tune-CoT run)")
+    p.add_argument(
+        "--what", choices=WHATS, default="both", help="student, rationale dataset, or both"
+    )
+    p.add_argument(
+        "--dataset-repo-id",
+        metavar="OWNER/NAME",
+        help="with --what both, the dataset repo (default: OWNER/NAME-rationales)",
+    )
+    p.add_argument(
+        "--merged",
+        action="store_true",
+        help="full weights even when the LoRA adapter's base model is on the Hub",
+    )
+    vis = p.add_mutually_exclusive_group()
+    vis.add_argument("--private", action="store_true", default=True, help="private repos (default)")
+    vis.add_argument("--public", action="store_true", help="public repos")
+    p.add_argument(
+        "--license", default="unknown", help="licence id for both cards (default: unknown)"
+    )
+    p.add_argument(
+        "--all-samples",
+        action="store_true",
+        help="the dataset also holds every teacher sample with its verdicts",
+    )
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="push into a repo that exists already though this workspace did not create it",
+    )
+    p.add_argument("--endpoint", metavar="URL", help="Hub URL (default: $HF_ENDPOINT or the Hub)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="write the files into --out and list them"
+    )
+    p.add_argument("--out", type=Path, metavar="DIR", help="--dry-run's folder")
+    p.add_argument("--background", action="store_true", help="run as a background job")
+    p.add_argument("--workspace", type=Path, help="workspace folder (default: $RTDEMO_HOME)")
+    p.add_argument("--owner", default="local", help=argparse.SUPPRESS)
+    add_job_id_flag(p)
+    p.set_defaults(func=cmd_push)

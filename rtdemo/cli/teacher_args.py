@@ -1,0 +1,219 @@
+"""The flags shared by `rtdemo generate` and `rtdemo estimate`, and what they build.
+
+Which experiment and questions (`add_question_flags`, `prepare_experiment`), which teacher
+(`add_teacher_flags`, `build_teacher`) and how it samples (`settings_of`). The pipeline and the
+app's teacher and chat tabs build their teachers here too, so every teacher is built one way.
+
+Keys come from the environment (`OPENAI_API_KEY`) only: there is no flag for them, so they never
+reach shell history, job records or logs. The app hands a user's key to `start_command`, which sets
+`args.secret_env`: when it is set, it is the only place a key is taken from (the server's own
+environment is shared by every user of the app).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from rtdemo.cli.common import add_workspace_flag
+from rtdemo.errors import UserError
+from rtdemo.generation.run import GenerationSettings
+from rtdemo.tasks import load_examples
+from rtdemo.tasks.types import SPLITS, AnswerFormat, Example
+from rtdemo.teachers.base import Teacher
+from rtdemo.workspace.store import Experiment, Store
+
+TEACHERS = ("builtin", "openai", "hf", "replay")
+BUILTIN_TASKS = ("coin_flip", "last_letter_concatenation")
+KEY_ENV = "OPENAI_API_KEY"
+
+
+def add_teacher_flags(p: argparse.ArgumentParser) -> None:
+    """Flags that choose and configure a teacher and its sampling."""
+    g = p.add_argument_group("teacher")
+    g.add_argument(
+        "--teacher",
+        choices=TEACHERS,
+        default="builtin",
+        help="builtin (offline, coin_flip/last_letter only), openai (any "
+        "OpenAI-compatible server), hf (local transformers model), replay",
+    )
+    g.add_argument(
+        "--base-url",
+        help="OpenAI-compatible server, e.g. http://localhost:8000/v1 "
+        "(default: OpenAI); the key comes from $OPENAI_API_KEY",
+    )
+    g.add_argument("--model", help="teacher model name (openai) or Hub id / folder (hf)")
+    g.add_argument(
+        "--mode",
+        choices=("chat", "completions"),
+        default="chat",
+        help="openai: chat emulation of the two calls (default) or raw /v1/completions",
+    )
+    g.add_argument(
+        "--replay-file",
+        action="append",
+        type=Path,
+        default=[],
+        help="replay: a completion file of the paper or an `rtdemo export --all` file (repeatable)",
+    )
+    g.add_argument(
+        "--error-rate",
+        type=float,
+        default=0.1,
+        help="builtin: share of samples with a deliberate mistake (default 0.1)",
+    )
+    g.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
+    s = p.add_argument_group("sampling and cost")
+    s.add_argument("--samples", type=int, default=1, help="D: rationales per question (default 1)")
+    s.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="T for the rationale call (paper: 0 for D=1, 0.7 for diverse)",
+    )
+    s.add_argument(
+        "--max-tokens",
+        type=int,
+        default=128,
+        help="max tokens per call (paper: 128; truncation is recorded)",
+    )
+    s.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
+    s.add_argument("--rpm", type=float, help="at most this many requests per minute")
+    s.add_argument("--budget", type=float, help="stop before spending more than this many USD")
+    s.add_argument(
+        "--max-attempts",
+        type=int,
+        default=5,
+        help="tries per request before it is recorded as failed (default 5)",
+    )
+    s.add_argument(
+        "--prices",
+        type=Path,
+        help="your price table (YAML: model: {input, output} USD per million tokens)",
+    )
+
+
+def add_question_flags(p: argparse.ArgumentParser) -> None:
+    """Flags that choose the experiment and its questions."""
+    from rtdemo.cli.main import add_source_flags
+
+    p.add_argument("--task", help="task key (needed when the experiment is new)")
+    p.add_argument("--split", choices=SPLITS, default="train", help="split (default train)")
+    p.add_argument("--limit", type=int, help="the first N questions of the split")
+    p.add_argument("--experiment", required=True, help="experiment name (created if new)")
+    add_workspace_flag(p)
+    p.add_argument("--owner", default="local", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--stored-questions",
+        action="store_true",
+        help="use only the questions the (existing) experiment already holds; no source is "
+        "loaded, source flags only say how answers are read",
+    )
+    add_source_flags(p)
+
+
+def api_key_of(args: argparse.Namespace) -> str | None:
+    """The API key for this command: from `args.secret_env` when the app set it, else from the
+    environment (CLI users)."""
+    secret_env = getattr(args, "secret_env", None)
+    source = os.environ if secret_env is None else secret_env
+    return source.get(KEY_ENV) or None
+
+
+def build_teacher(args: argparse.Namespace, task: str, *, need_key: bool = True) -> Teacher:
+    """The teacher the flags describe; keys from `api_key_of` only.
+
+    `need_key=False` builds an OpenAI-compatible teacher without a key, for estimates (which
+    request nothing).
+    """
+    if args.teacher == "builtin":
+        if task not in BUILTIN_TASKS:
+            raise UserError(
+                f"the built-in offline teacher only knows {' and '.join(BUILTIN_TASKS)}; for "
+                f"{task} choose --teacher openai (with --model) or --teacher hf"
+            )
+        from rtdemo.teachers.builtin import BuiltinTeacher
+
+        return BuiltinTeacher(error_rate=args.error_rate)
+    if args.teacher == "replay":
+        from rtdemo.teachers.replay import ReplayTeacher
+
+        return ReplayTeacher(args.replay_file)
+    if not args.model:
+        raise UserError(f"--teacher {args.teacher} needs --model")
+    if args.teacher == "hf":
+        from rtdemo.teachers.local_hf import LocalHFTeacher
+
+        return LocalHFTeacher(args.model)
+    from rtdemo.teachers.openai_compat import OpenAITeacher
+
+    key = api_key_of(args)
+    if not key and not need_key:
+        key = "no-key: estimates request nothing"
+    elif not key and getattr(args, "secret_env", None) is not None:
+        # OpenAITeacher would fall back to the server's own key: app users never get that one.
+        raise UserError(
+            "an OpenAI-compatible teacher needs an API key: type it in the API key box "
+            "(a local server without authentication accepts any non-empty value)"
+        )
+    return OpenAITeacher(
+        args.model,
+        base_url=args.base_url,
+        api_key=key,
+        mode=args.mode,
+        timeout=args.timeout,
+    )
+
+
+def settings_of(args: argparse.Namespace) -> GenerationSettings:
+    """The sampling settings the flags describe (validated)."""
+    return GenerationSettings(
+        samples=args.samples,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        concurrency=args.concurrency,
+        rpm=args.rpm,
+        budget=args.budget,
+        max_attempts=args.max_attempts,
+    )
+
+
+def prepare_experiment(
+    store: Store, args: argparse.Namespace, *, load: bool = True
+) -> tuple[Experiment, list[Example], AnswerFormat]:
+    """Find or create the experiment, snapshot its questions, return the ones to generate for."""
+    from rtdemo.cli.main import source_options
+    from rtdemo.tasks import get_task
+
+    options = source_options(args)
+    existing = {e.name: e for e in store.list_experiments(args.owner)}
+    exp = existing.get(args.experiment)
+    if getattr(args, "stored_questions", False):
+        if exp is None:
+            raise UserError(
+                f"there is no experiment {args.experiment!r}: --stored-questions uses the "
+                "questions of an existing experiment (create it first, or give --task)"
+            )
+        load = False  # a source reloaded now could add or change questions
+    if exp is None and not args.task:
+        raise UserError(f"experiment {args.experiment!r} is new: say which --task")
+    if exp is not None and args.task and args.task != exp.task:
+        raise UserError(f"experiment {exp.name} is for task {exp.task}, not {args.task}")
+    task_key = exp.task if exp is not None else get_task(args.task).key
+    if load:  # before creating anything: a source that fails leaves no empty experiment behind
+        examples = load_examples(task_key, args.split, args.source, options)
+        examples = examples[: args.limit] if args.limit is not None else examples
+    if exp is None:
+        exp = store.create_experiment(
+            args.experiment, task_key, owner=args.owner, config={"source": args.source}
+        )
+    if load:
+        store.add_questions(exp.id, examples)
+    questions = store.questions(exp.id, args.split)
+    if args.limit is not None:
+        questions = questions[: args.limit]
+    if not questions:
+        raise UserError(f"experiment {exp.name} has no {args.split} questions")
+    return exp, questions, options.answer or get_task(exp.task).answer

@@ -1,0 +1,322 @@
+"""`rtdemo train`: step 3 of Fine-tune-CoT, fine-tuning a student on the curated set.
+
+    rtdemo train --experiment demo --run cot --format cot --student tiny [--background]
+    rtdemo train --experiment demo --run base --format vanilla --student tiny
+    rtdemo train --experiment demo --run cot-2 --format cot --processes 2   # torchrun workers
+
+Settings are checked before a background job starts (unknown student, batch size 0, no kept
+samples, a seq2seq student given a causal recipe), so a job never starts only to fail at once.
+With `--processes N` this process keeps the job and `torchrun` starts N workers that re-run this
+command line (`_train_worker`). Measuring a trained run is `rtdemo evaluate`
+(`rtdemo.cli.evaluate`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rtdemo.cli.common import add_workspace_flag
+from rtdemo.cli.jobs import add_job_id_flag
+from rtdemo.cli.train_progress import job_progress, printer
+from rtdemo.errors import UserError
+from rtdemo.workspace.store import Store, workspace_path
+
+
+def _train_args(args: argparse.Namespace) -> dict:
+    overrides = {
+        "method": args.method,
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "precision": args.precision,
+        "val_fraction": args.val_fraction,
+        "seed": args.seed,
+        "shuffle": False if args.no_shuffle else None,
+    }
+    return {k: v for k, v in overrides.items() if v is not None}
+
+
+def _check_not_trained(store: Store, exp, name: str) -> None:
+    """A trained run is never trained again: say so before a job starts, not in its log."""
+    from rtdemo.training.runs import get_run
+
+    try:
+        run = get_run(store, exp, name)
+    except UserError:
+        return
+    if run.status == "trained":
+        raise UserError(
+            f"run {name!r} of {exp.name} is already trained: pick another --run name "
+            f"(evaluate it with rtdemo evaluate --experiment {exp.name} --run {name})"
+        )
+
+
+def _prepare_training(store: Store, args: argparse.Namespace):
+    """Experiment, settings and training records, all validated."""
+    from rtdemo.pipeline.recipe import RunConfig
+    from rtdemo.pipeline.run import training_records
+    from rtdemo.training.recipes import settings_for
+    from rtdemo.training.runs import check_run_name
+
+    check_run_name(args.run)  # it becomes a folder: never '../x'
+    exp = store.get_experiment(args.experiment, owner=args.owner)
+    _check_not_trained(store, exp, args.run)
+    settings = settings_for(args.student, args.recipe, _train_args(args))
+    kind = "causal"
+    if args.student != "tiny":
+        from rtdemo.students.loading import student_kind
+
+        kind = student_kind(args.student)
+        if settings.kind not in ("auto", kind):
+            raise UserError(
+                f"{args.student} is a {kind} model but the {args.recipe!r} recipe is for "
+                f"{settings.kind} students: choose --recipe paper, or another student"
+            )
+    run_cfg = RunConfig(
+        name=args.run,
+        format=args.format,
+        student=args.student,
+        diverse_samples=args.samples_per_question,
+        filter_answers=not args.no_filter,
+    )
+    train_q = store.questions(exp.id, "train")
+    records = training_records(store, exp, run_cfg, train_q, kind)
+    if not records:
+        raise UserError(
+            f"experiment {exp.name} has no kept samples to train on: generate rationales "
+            "(rtdemo generate), accept some in review, or train --format vanilla"
+        )
+    return exp, settings, records
+
+
+def job_argv(args: argparse.Namespace, store: Store) -> list[str]:
+    """The command line a background train or evaluate job runs: this one, with its folders
+    made absolute.
+
+    A job may be resumed from another folder (the app, another shell), so a relative
+    `--workspace` or student folder must not depend on where it was started.
+    """
+    argv = [a for a in args.argv if a != "--background"]
+    out = []
+    for i, token in enumerate(argv):
+        flag, eq, value = token.partition("=")
+        if not eq:
+            flag, value = (argv[i - 1], token) if i else ("", token)
+        if flag == "--workspace" or (flag == "--student" and Path(value).expanduser().exists()):
+            value = str(Path(value).expanduser().resolve())
+            token = f"{flag}={value}" if eq else value
+        out.append(token)
+    if args.workspace is None:
+        out += ["--workspace", str(store.workspace)]
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Fine-tune a student on an experiment's curated set (or its gold answers, vanilla)."""
+    from rtdemo.jobs.runner import job_context, start_job
+    from rtdemo.training import launch
+    from rtdemo.training.runs import create_run, finish_run
+    from rtdemo.training.trainer import train
+
+    if launch.in_launched_process():
+        return _train_worker(args)
+    processes = launch.default_processes() if args.processes is None else args.processes
+    with Store(workspace_path(args.workspace)) as store:
+        exp, settings, records = _prepare_training(store, args)
+        _check_processes(processes, settings.batch_size)
+        if args.background:
+            argv = job_argv(args, store)
+            job = start_job(store, "train", argv, owner=args.owner, experiment_id=exp.id)
+            args.started = job  # for callers in-process (the app)
+            state = "queued behind another torch job" if job.status == "queued" else "started"
+            print(f"{state}: job {job.id} (train) — watch it: rtdemo jobs show {job.id}")
+            return 0
+        from dataclasses import asdict
+
+        run = create_run(
+            store,
+            exp,
+            args.run,
+            args.format,
+            args.samples_per_question,
+            args.student,
+            settings.method,
+            len(records),
+            asdict(settings),
+        )
+        with job_context(store.workspace, args.job_id) as ctx:
+            if args.job_id is not None:  # the progress file for the tab, lines for the job's log
+                ctx.log(
+                    f"training run {args.run} ({args.format}, {args.student}, {settings.method}) "
+                    f"on {len(records)} examples"
+                )
+                on_progress = job_progress(ctx.progress, ctx.log)
+            else:
+                on_progress = printer()
+            if processes > 1:
+                result = _train_launched(args, store, run.output_dir, processes, ctx)
+            else:
+                result = train(
+                    records,
+                    settings,
+                    run.output_dir,
+                    resume=True,
+                    on_progress=on_progress,
+                    should_stop=ctx.cancelled,
+                )
+            if result.stopped:
+                print(f"stopped at step {result.global_step}: resume with the same command")
+                return 3
+            finish_run(store, run, {**asdict(result), "processes": processes})
+    print(
+        f"trained {args.run}: {result.global_step} steps in {result.train_seconds:.0f} s "
+        f"({result.precision}); model in {result.final_dir}"
+    )
+    return 0
+
+
+def _check_processes(processes: int, batch_size: int) -> None:
+    if processes < 1:
+        raise UserError(f"--processes must be >= 1 (got {processes})")
+    if batch_size % processes:
+        raise UserError(
+            f"batch size {batch_size} does not split evenly over {processes} processes: use a "
+            f"multiple of {processes} (each process takes batch size / processes examples)"
+        )
+
+
+def _train_launched(args: argparse.Namespace, store: Store, output_dir: Path, processes, ctx):
+    """Train in `processes` data-parallel workers (`rtdemo.training.launch`); the `TrainResult`
+    process 0 wrote. The workers re-run this command line; this process keeps the job (heartbeat,
+    cancel)."""
+    import json
+
+    from rtdemo.training import launch
+    from rtdemo.training.settings import RESULT_NAME, TrainResult
+
+    progress_file = None
+    if args.job_id is not None:
+        from rtdemo.jobs.files import PROGRESS_NAME
+
+        progress_file = ctx.run_dir / PROGRESS_NAME
+    print(f"training in {processes} data-parallel processes (torchrun)", flush=True)
+    argv = launch.worker_argv(args.argv, store.workspace)
+    code = launch.run_launched(
+        processes, argv, cancelled=ctx.cancelled, progress_file=progress_file
+    )
+    path = output_dir / RESULT_NAME
+    if code != 0 or not path.is_file():
+        raise UserError(
+            f"the {processes}-process training failed (launcher exit status {code}): the "
+            "workers' errors are printed above (in the job's log when run in the background)"
+        )
+    return TrainResult(**json.loads(path.read_text()))
+
+
+def _train_worker(args: argparse.Namespace) -> int:
+    """One data-parallel worker (started by torchrun): train with batch size / world size.
+
+    Only process 0 prints progress and writes files (the trainer and `train` see to it); the
+    launching process records the run as trained.
+    """
+    import dataclasses
+
+    from rtdemo.training import launch
+    from rtdemo.training.runs import run_folder
+    from rtdemo.training.trainer import train
+
+    launch.exit_with_launcher()
+    world, rank = launch.world_size(), launch.rank()
+    with Store(workspace_path(args.workspace)) as store:
+        exp, settings, records = _prepare_training(store, args)
+        output_dir = run_folder(store, exp, args.run)
+    _check_processes(world, settings.batch_size)
+    settings = dataclasses.replace(settings, batch_size=settings.batch_size // world)
+    write = launch.progress_writer()
+    # In a job, process 0's stdout is the job's log: the same lines as a single-process job.
+    show = job_progress(write, lambda line: print(line, flush=True)) if write else printer()
+    result = train(
+        records,
+        settings,
+        output_dir,
+        resume=True,
+        on_progress=show,
+        should_stop=launch.stop_requested,
+    )
+    import torch.distributed as dist
+
+    if rank == 0:
+        backend = dist.get_backend() if dist.is_initialized() else "none"
+        print(
+            f"process 0 of {world} ({backend}): step {result.global_step}, "
+            f"{settings.batch_size} examples per process and step",
+            flush=True,
+        )
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add train to the CLI."""
+    p = commands.add_parser("train", help="fine-tune a student (Fine-tune-CoT or vanilla)")
+    p.add_argument("--experiment", required=True, help="experiment name")
+    p.add_argument("--run", required=True, help="name of this student run, e.g. cot-d1")
+    p.add_argument(
+        "--format",
+        choices=("cot", "vanilla"),
+        required=True,
+        help="cot: train on kept rationales; vanilla: on gold answers (the baseline)",
+    )
+    p.add_argument("--student", default="tiny", help="'tiny' (offline), a Hub id or a folder")
+    p.add_argument(
+        "--recipe",
+        choices=("tiny", "paper"),
+        default="tiny",
+        help="tiny: for the tiny student; paper: AdamW 3e-4, batch 8, 20 epochs",
+    )
+    p.add_argument(
+        "--samples-per-question",
+        type=int,
+        default=1,
+        help="D: use the first D samples of each question (cot)",
+    )
+    p.add_argument("--no-filter", action="store_true", help="train on wrong rationales too")
+    g = p.add_argument_group("overrides of the recipe")
+    g.add_argument("--method", choices=("lora", "full"), help="LoRA adapter or full fine-tuning")
+    g.add_argument("--epochs", type=float, help="passes over the data")
+    g.add_argument("--max-steps", type=int, help="optimizer steps (overrides epochs)")
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        help="examples per optimizer step, all processes together (each of --processes N "
+        "takes batch size / N)",
+    )
+    g.add_argument("--lr", type=float, help="peak learning rate")
+    g.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="auto: bf16 where fast")
+    g.add_argument(
+        "--val-fraction",
+        type=float,
+        help="hold out this share to pick the best epoch by validation loss",
+    )
+    g.add_argument("--seed", type=int, help="seed for data order and new weights")
+    g.add_argument(
+        "--no-shuffle",
+        action="store_true",
+        help="batches in the records' order, no length grouping (to compare runs step by step)",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="data-parallel training processes, started with torchrun (default: one per GPU "
+        "when there are several, else 1); --batch-size stays the global batch, each process "
+        "takes batch size / N. On CPU they use gloo: no faster on a few cores",
+    )
+    p.add_argument("--background", action="store_true", help="run as a background job")
+    add_workspace_flag(p)
+    p.add_argument("--owner", default="local", help=argparse.SUPPRESS)
+    add_job_id_flag(p)
+    p.set_defaults(func=cmd_train)

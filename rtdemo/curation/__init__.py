@@ -1,0 +1,1 @@
+"""Step 2 of Fine-tune-CoT: answer filtering, review decisions, training formats."""

@@ -1,0 +1,1 @@
+"""Step 1 of Fine-tune-CoT: rationale generation, its costs and its stored samples."""

@@ -1,0 +1,386 @@
+"""Rationale generation: two-step Zero-shot-CoT, D diverse samples at temperature T.
+
+    stats = run_generation(store, experiment, teacher, GenerationSettings(samples=4,
+                           temperature=0.7), split="train")
+
+Fast: requests run concurrently under a limit (and an optional requests-per-minute pace); 429s wait
+for `Retry-After`, 5xx, timeouts and dropped connections back off and retry; a request that keeps
+failing is stored as failed with its reason and retried by the next run. Frugal: a budget cap
+stops the run cleanly before a request could exceed it. Impossible to lose: each call's result is
+committed as it arrives, and a re-run requests only what is not stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from rtdemo.errors import UserError
+from rtdemo.generation.pricing import Price, usage_cost
+from rtdemo.generation.samples import (
+    SampleKey,
+    load_samples,
+    save_answer,
+    save_failure,
+    save_rationale,
+)
+from rtdemo.tasks.cleansing import judge
+from rtdemo.tasks.types import AnswerFormat, Example
+from rtdemo.teachers.base import Teacher, TeacherError, answer_prompt, rationale_prompt
+from rtdemo.workspace.store import Experiment, Store
+
+MAX_SAMPLES = 256
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to sample the teacher. Defaults are the paper's (D=1, greedy, 128 tokens)."""
+
+    samples: int = 1  # D: rationales per question
+    temperature: float = 0.0  # T for call 1; call 2 is always greedy
+    max_tokens: int = 128  # per call; the paper's cap (truncation is recorded)
+    concurrency: int = 8  # requests in flight at once
+    rpm: float | None = None  # requests per minute, if the provider limits it
+    budget: float | None = None  # US dollars; the run stops before exceeding it
+    max_attempts: int = 5  # per request, before it is recorded as failed
+    backoff: float = 1.0  # seconds, base of the exponential backoff
+    max_backoff: float = 60.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (1 <= self.samples <= MAX_SAMPLES, f"samples (D) must be 1-{MAX_SAMPLES}"),
+            (0.0 <= self.temperature <= 2.0, "temperature must be between 0 and 2"),
+            (1 <= self.max_tokens <= 32768, "max tokens must be 1-32768"),
+            (1 <= self.concurrency <= 256, "concurrency must be 1-256"),
+            (self.rpm is None or self.rpm > 0, "requests per minute must be above 0"),
+            (self.budget is None or self.budget >= 0, "the budget must be 0 or more dollars"),
+            (self.max_attempts >= 1, "max attempts must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        if self.samples > 1 and self.temperature == 0:
+            raise UserError(
+                f"{self.samples} diverse samples at temperature 0 would all be the same: "
+                "set a temperature (the paper uses 0.7) or use 1 sample"
+            )
+
+
+@dataclass
+class RunStats:
+    """Where a run stands; `stopped` says why it ended early, if it did."""
+
+    total: int = 0  # samples wanted (questions × D)
+    done: int = 0  # samples with both calls stored
+    failed: int = 0  # samples whose request kept failing in this run
+    correct: int = 0
+    truncated: int = 0
+    spend: float = 0.0  # dollars, this run
+    requests: int = 0  # HTTP requests (or teacher calls) made by this run
+    started: float = field(default_factory=time.monotonic)
+    done_at_start: int = 0
+    stopped: str | None = None
+
+    def progress(self) -> dict:
+        """A progress record: done, total, failures, spend, rate, ETA, teacher accuracy."""
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = (self.done - self.done_at_start) / elapsed
+        left = self.total - self.done - self.failed
+        return {
+            **{k: v for k, v in asdict(self).items() if k not in ("started", "done_at_start")},
+            "failures": self.failed,
+            "spend": round(self.spend, 6),
+            "rate": round(rate, 3),
+            "eta": round(left / rate, 1) if rate > 0 else None,
+            "accuracy": round(self.correct / self.done, 4) if self.done else None,
+        }
+
+
+class _Stop(Exception):
+    """Stop issuing requests (budget reached or cancelled); in-flight work still lands."""
+
+
+class _Fatal(Exception):
+    """A failure no retry can fix (bad key, unknown model, rejected parameter): end the run."""
+
+
+class _Pace:
+    """Spaces request starts to at most `rpm` per minute."""
+
+    def __init__(self, rpm: float | None) -> None:
+        self.interval = 60.0 / rpm if rpm else 0.0
+        self.next = 0.0
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        start = max(now, self.next)
+        self.next = start + self.interval
+        await asyncio.sleep(start - now)
+
+
+class Generator:
+    """One generation run over a list of questions for one experiment and teacher setting."""
+
+    def __init__(
+        self,
+        store: Store,
+        experiment: Experiment,
+        teacher: Teacher,
+        settings: GenerationSettings,
+        answer: AnswerFormat,
+        price: Price | None,
+        on_progress: Callable[[RunStats], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        if settings.budget is not None and price is None:
+            raise UserError(
+                f"a budget needs a price for model {teacher.info.model!r}: add it to prices.yaml "
+                "(or pass --prices FILE)"
+            )
+        self.store, self.experiment, self.teacher = store, experiment, teacher
+        self.settings, self.answer, self.price = settings, answer, price
+        self.key = SampleKey.of(teacher.info, settings.temperature, settings.max_tokens)
+        self.on_progress = on_progress or (lambda stats: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.stats = RunStats()
+        self._reserved = 0.0
+        self._successes = 0
+        self._fatal: TeacherError | None = None
+
+    def _worst_cost(self, prompt: str, n: int, rationale_follows: bool = False) -> float:
+        """An upper bound of a call's cost (prompt tokens overestimated at 2 characters each)."""
+        if not self.price:
+            return 0.0
+        cap = self.settings.max_tokens
+        prompt_tokens = len(prompt) // 2 + 10 + (cap if rationale_follows else 0)
+        return self.price.cost(prompt_tokens, n * cap)
+
+    async def _request(self, call: Callable, worst_cost: float, check_budget: bool = True):
+        """One teacher call with retries; `_Stop`, `_Fatal`, or TeacherError once attempts run out.
+
+        The budget is checked against spend plus the worst case of everything in flight, and a
+        call 1 reserves its samples' call 2 as well, so a paid rationale can always be finished.
+        """
+        s = self.settings
+        for attempt in range(s.max_attempts):
+            if self._fatal is not None or self.should_stop():
+                raise _Stop("cancelled")
+            async with self._slots:
+                budget = s.budget if check_budget else None
+                if budget is not None and self.stats.spend + self._reserved + worst_cost > budget:
+                    self.stats.stopped = self.stats.stopped or "budget"
+                    raise _Stop("budget")
+                await self._pace.wait()
+                self._reserved += worst_cost
+                self.stats.requests += 1
+                try:
+                    result = await call()
+                    self._successes += 1
+                    return result
+                except TeacherError as err:
+                    if not err.retryable:
+                        if err.kind == "unsupported":
+                            raise
+                        self._fatal = self._fatal or err
+                        raise _Fatal(str(err)) from err
+                    error = err
+                finally:
+                    self._reserved -= worst_cost
+            if attempt + 1 < s.max_attempts:
+                wait = error.retry_after
+                if wait is None:
+                    wait = min(s.max_backoff, s.backoff * 2**attempt) * (0.5 + random.random() / 2)
+                await asyncio.sleep(wait)
+        if error.kind in ("connection", "timeout") and self._successes == 0:
+            # Nothing has ever got through: the server is unreachable, not one request unlucky.
+            self._fatal = self._fatal or error
+            raise _Fatal(str(error)) from error
+        raise error
+
+    async def _answer(
+        self,
+        example: Example,
+        sample_id: int,
+        prompt: str,
+        sample_index: int,
+        reserved: float = 0.0,
+    ):
+        """Call 2 for one sample; `reserved` is the budget its call 1 set aside for it."""
+        call_2 = answer_prompt(prompt, self._rationales[sample_id])
+        try:
+            reply = await self._request(
+                lambda: self.teacher.answer(call_2, max_tokens=self.settings.max_tokens),
+                0.0 if reserved else self._worst_cost(call_2, 1),
+                check_budget=not reserved,
+            )
+        except TeacherError as err:
+            self._record_failure(example, sample_index, err, keep_rationale=True)
+            return
+        finally:
+            self._reserved -= reserved
+        verdict = judge(reply.text, example.answer, self.answer, "teacher", reply.finish_reason)
+        cost = usage_cost(self.price, reply)
+        save_answer(self.store, sample_id, call_2, reply, verdict.prediction, verdict.correct, cost)
+        self.stats.spend += cost
+        self.stats.done += 1
+        self.stats.correct += verdict.correct
+        self.stats.truncated += reply.finish_reason == "length" or self._truncated[sample_id]
+        self.on_progress(self.stats)
+
+    def _record_failure(
+        self, example: Example, index: int, err: TeacherError, keep_rationale: bool
+    ) -> None:
+        reason = f"{err.kind}: {err}"
+        save_failure(
+            self.store,
+            self.experiment.id,
+            example.split,
+            example.index,
+            example.question,
+            self.key,
+            index,
+            reason,
+            self.settings.max_attempts,
+            keep_rationale,
+        )
+        self.stats.failed += 1
+        self.on_progress(self.stats)
+
+    async def _question(self, example: Example, need_1: list[int], need_2: list[tuple[int, int]]):
+        prompt = rationale_prompt(example.question)
+        groups = [need_1] if self.teacher.supports_n else [[i] for i in need_1]
+        answers = [self._answer(example, sid, prompt, index) for sid, index in need_2]
+        settings = {"samples": self.settings.samples, "label": self.teacher.info.label}
+        call_2_cost = self._worst_cost(prompt, 1, rationale_follows=True)
+        for group in filter(None, groups):
+            try:
+                replies = await self._request(
+                    lambda g=group: self.teacher.rationales_for(
+                        prompt,
+                        g,
+                        temperature=self.settings.temperature,
+                        max_tokens=self.settings.max_tokens,
+                    ),
+                    self._worst_cost(prompt, len(group)) + len(group) * call_2_cost,
+                )
+            except TeacherError as err:
+                for index in group:
+                    self._record_failure(example, index, err, keep_rationale=False)
+                continue
+            self._reserved += len(group) * call_2_cost  # held until each call 2 ends
+            for index, reply in zip(group, replies, strict=True):
+                cost = usage_cost(self.price, reply)
+                self.stats.spend += cost
+                sid = save_rationale(
+                    self.store,
+                    self.experiment.id,
+                    example.split,
+                    example.index,
+                    example.question,
+                    self.key,
+                    index,
+                    prompt,
+                    reply,
+                    cost,
+                    settings,
+                )
+                self._rationales[sid] = reply.text
+                self._truncated[sid] = reply.finish_reason == "length"
+                answers.append(self._answer(example, sid, prompt, index, call_2_cost))
+        results = await asyncio.gather(*answers, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, _Stop):
+                raise result
+
+    def plan(
+        self, questions: list[Example]
+    ) -> list[tuple[Example, list[int], list[tuple[int, int]]]]:
+        """For each question: sample indices needing call 1, and (id, index) needing only call 2."""
+        stored = {}
+        for s in load_samples(self.store, self.experiment.id, self.key):
+            stored[(s.split, s.idx, s.sample_index)] = s
+        plan, d = [], self.settings.samples
+        self.stats.total = len(questions) * d
+        self._rationales: dict[int, str] = {}
+        self._truncated: dict[int, bool] = {}
+        for q in questions:
+            need_1, need_2 = [], []
+            for i in range(d):
+                s = stored.get((q.split, q.index, i))
+                if s is not None and s.status == "done":
+                    self.stats.done += 1
+                    self.stats.correct += bool(s.correct)
+                    self.stats.truncated += s.truncated
+                elif s is not None and s.status == "rationale":
+                    self._rationales[s.id] = s.rationale or ""
+                    self._truncated[s.id] = s.rationale_finish == "length"
+                    need_2.append((s.id, i))
+                else:
+                    need_1.append(i)
+            if need_1 or need_2:
+                plan.append((q, need_1, need_2))
+        self.stats.done_at_start = self.stats.done
+        return plan
+
+    async def run(self, questions: list[Example]) -> RunStats:
+        """Generate every missing sample of `questions`; return the run's stats."""
+        plan = self.plan(questions)
+        self._slots = asyncio.Semaphore(self.settings.concurrency)
+        self._pace = _Pace(self.settings.rpm)
+        queue: asyncio.Queue = asyncio.Queue()
+        for item in plan:
+            queue.put_nowait(item)
+
+        async def worker() -> None:
+            while not queue.empty() and self._fatal is None:
+                try:
+                    await self._question(*queue.get_nowait())
+                except _Stop:
+                    if self.should_stop() and not self.stats.stopped:
+                        self.stats.stopped = "cancelled"
+
+        self.on_progress(self.stats)
+        workers = min(len(plan), self.settings.concurrency) or 1
+        results = await asyncio.gather(*(worker() for _ in range(workers)), return_exceptions=True)
+        if self._fatal is not None:
+            what = (
+                "cannot reach the teacher"
+                if self._fatal.kind in ("connection", "timeout")
+                else "the teacher refused the request"
+            )
+            raise UserError(f"{what}: {self._fatal} (nothing was stored for the failed requests)")
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        self.on_progress(self.stats)
+        return self.stats
+
+
+def run_generation(
+    store: Store,
+    experiment: Experiment,
+    teacher: Teacher,
+    settings: GenerationSettings,
+    questions: list[Example],
+    answer: AnswerFormat,
+    price: Price | None,
+    on_progress: Callable[[RunStats], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> RunStats:
+    """Run a generation to the end (or to the budget, or a cancel) and close the teacher."""
+
+    async def main() -> RunStats:
+        try:
+            generator = Generator(
+                store, experiment, teacher, settings, answer, price, on_progress, should_stop
+            )
+            return await generator.run(questions)
+        finally:
+            await teacher.aclose()
+
+    return asyncio.run(main())

@@ -1,0 +1,1 @@
+"""The whole method from one YAML recipe: loading, validating and running every stage."""

@@ -1,0 +1,429 @@
+"""The whole method from one recipe: questions → teacher → filter → train (each run) → evaluate.
+
+    rtdemo pipeline --config configs/demo.yaml --workspace DIR
+
+Writes `results.json` and `results.md` in the experiment folder (`<workspace>/experiments/<name>/`)
+with the vanilla baseline, Fine-tune-CoT (D=1), diverse (D>1) and the teacher side by side, and
+the paper's figure only where the comparison holds. Every stage is resumable: generation requests
+only what is missing, trained runs are not trained again, and evaluations are recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rtdemo.curation.curate import curate, format_pair
+from rtdemo.errors import UserError
+from rtdemo.evaluation.paper_results import paper_figure
+from rtdemo.evaluation.results import teacher_metrics, write_results
+from rtdemo.generation.pricing import price_of, price_table
+from rtdemo.generation.run import GenerationSettings, run_generation
+from rtdemo.generation.samples import SampleKey
+from rtdemo.pipeline.recipe import PipelineConfig, RunConfig, SyntheticConfig
+from rtdemo.tasks import SourceOptions, get_task, load_examples
+from rtdemo.tasks.synthetic import SyntheticSettings, generate
+from rtdemo.tasks.types import AnswerFormat, Example
+from rtdemo.teachers.base import Teacher
+from rtdemo.training.runs import (
+    StudentRun,
+    check_run_name,
+    create_run,
+    finish_run,
+    get_run,
+    save_evaluation,
+)
+from rtdemo.workspace.store import Experiment, Store
+
+if TYPE_CHECKING:
+    from rtdemo.training.settings import TrainSettings
+
+Log = Callable[[str], None]
+
+
+def experiment_folder(store: Store, experiment: Experiment) -> Path:
+    """Where an experiment's runs and results live."""
+    base = store.workspace / "experiments"
+    if experiment.owner != "local":
+        base = base / experiment.owner
+    return base / experiment.name
+
+
+def _synthetic(key: str, cfg: SyntheticConfig, split: str) -> list[Example]:
+    settings = SyntheticSettings(cfg.seed, cfg.size, cfg.length, cfg.min_length)
+    return [Example(e.question, e.answer, split, e.index) for e in generate(key, settings)]
+
+
+def load_questions(config: PipelineConfig) -> tuple[list[Example], list[Example]]:
+    """The recipe's training and test questions (a test question never appears in training)."""
+    t = config.task
+    options = SourceOptions(
+        paper_data=Path(t.paper_data) if t.paper_data else None,
+        file=Path(t.file) if t.file else None,
+        question_column=t.question_column,
+        answer_column=t.answer_column,
+    )
+    splits = {}
+    for split, synthetic in (("train", t.synthetic_train), ("test", t.synthetic_test)):
+        if synthetic is not None:
+            splits[split] = _synthetic(t.key, synthetic, split)
+        else:
+            splits[split] = load_examples(t.key, split, t.source, options)
+    test = splits["test"][: t.test_limit] if t.test_limit is not None else splits["test"]
+    seen = {e.question for e in test}
+    train = [e for e in splits["train"] if e.question not in seen]
+    return (train[: t.train_limit] if t.train_limit is not None else train), test
+
+
+def build_teacher(config: PipelineConfig) -> Teacher:
+    """The recipe's teacher (keys from the environment)."""
+    import argparse
+
+    from rtdemo.cli.teacher_args import build_teacher as from_flags
+
+    t = config.teacher
+    args = argparse.Namespace(
+        teacher=t.kind,
+        model=t.model,
+        base_url=t.base_url,
+        mode=t.mode,
+        error_rate=t.error_rate,
+        replay_file=[Path(p) for p in t.replay_files],
+        timeout=60.0,
+    )
+    return from_flags(args, config.task.key)
+
+
+def _generate(
+    store: Store,
+    exp: Experiment,
+    teacher: Teacher,
+    questions: list[Example],
+    settings: GenerationSettings,
+    answer: AnswerFormat,
+    log: Log,
+):
+    price = price_of(teacher.info, price_table(store.workspace))
+    stats = run_generation(store, exp, teacher, settings, questions, answer, price)
+    log(
+        f"  {stats.done}/{stats.total} samples, {stats.failed} failed, "
+        f"{stats.requests} requests, ${stats.spend:.4f}"
+    )
+    if stats.done < stats.total:
+        raise UserError(
+            f"the teacher left {stats.total - stats.done} samples unfinished "
+            f"({stats.stopped or 'failures'}): run the pipeline again to continue"
+        )
+    return stats
+
+
+def training_records(
+    store: Store,
+    exp: Experiment,
+    run_cfg,
+    train_q: list[Example],
+    kind: str,
+    key: SampleKey | None = None,
+) -> list[dict]:
+    """Prompt-completion pairs of a run: all gold answers (vanilla) or kept rationales (cot)."""
+    if run_cfg.format == "vanilla":
+        return [format_pair(q.question, "", q.answer, "vanilla", kind) for q in train_q]
+    ids = {(q.split, q.index) for q in train_q}
+    kept = [
+        c
+        for c in curate(
+            store,
+            exp,
+            filter_answers=run_cfg.filter_answers,
+            samples_per_question=run_cfg.diverse_samples,
+            key=key,
+        )
+        if c.kept and (c.sample.split, c.sample.idx) in ids
+    ]
+    return [format_pair(c.question, c.rationale, c.gold, "cot", kind) for c in kept]
+
+
+def check_recipe(config: PipelineConfig) -> None:
+    """Refuse what can be refused before any work: a mistake in the last run's settings must not
+    wait for the teacher and the first runs (minutes of training) to surface."""
+    from rtdemo.training.recipes import settings_for
+
+    ev = config.evaluation
+    if ev.batch_size < 1 or ev.max_total_length < 8:
+        raise UserError(
+            f"evaluation: batch_size must be >= 1 (got {ev.batch_size}) and max_total_length "
+            f">= 8 (got {ev.max_total_length}); e.g. batch_size: 32, max_total_length: 1024"
+        )
+    for run_cfg in config.runs:
+        check_run_name(run_cfg.name)
+        if run_cfg.diverse_samples < 1:
+            raise UserError(f"run {run_cfg.name}: diverse_samples must be >= 1")
+        try:
+            settings = settings_for(run_cfg.student, run_cfg.recipe, run_cfg.train)
+        except UserError as err:
+            raise UserError(f"run {run_cfg.name}: {err}") from None
+        if run_cfg.student != "tiny":
+            kind = _kind(run_cfg.student)
+            if settings.kind not in ("auto", kind):
+                raise UserError(
+                    f"run {run_cfg.name}: {run_cfg.student} is a {kind} model but the "
+                    f"{run_cfg.recipe!r} recipe is for {settings.kind} students: use "
+                    "recipe: paper, or another student"
+                )
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    workspace: Path,
+    log: Log = print,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict:
+    """Run every stage of the recipe; return the results (also written to the experiment folder)."""
+    from rtdemo.evaluation.evaluate import evaluate, save_eval
+    from rtdemo.training.recipes import settings_for
+    from rtdemo.training.trainer import train
+
+    started = time.monotonic()
+    task = get_task(config.task.key)
+    check_recipe(config)
+    with Store(workspace) as store:
+        # ---- 1. Questions ------------------------------------------------------------------
+        train_q, test_q = load_questions(config)
+        try:
+            exp = store.get_experiment(config.experiment)
+        except UserError:
+            exp = store.create_experiment(
+                config.experiment, task.key, config={"recipe": asdict(config)}
+            )
+        if exp.task != task.key:
+            raise UserError(f"experiment {exp.name} is for {exp.task}, not {task.key}")
+        store.add_questions(exp.id, train_q + test_q)
+        folder = experiment_folder(store, exp)
+        log(f"[1/5] {len(train_q)} training and {len(test_q)} test questions of {task.name}")
+
+        # ---- 2. Teacher rationales for the training questions ------------------------------
+        teacher = build_teacher(config)
+        t = config.teacher
+        cot_runs = [r for r in config.runs if r.format == "cot"]
+        d = max([r.diverse_samples for r in cot_runs] + [t.samples]) if cot_runs else 0
+        train_key = None
+        if d:
+            log(f"[2/5] teacher: {teacher.info.label or teacher.info.model}, D={d}")
+            settings = GenerationSettings(
+                samples=d,
+                temperature=t.temperature if d > 1 or t.temperature else 0.0,
+                max_tokens=t.max_tokens,
+                concurrency=t.concurrency,
+                rpm=t.rpm,
+                budget=t.budget,
+            )
+            _generate(store, exp, teacher, train_q, settings, task.answer, log)
+            # Students learn from this recipe's teacher setting only, whatever else is stored.
+            train_key = SampleKey.of(teacher.info, settings.temperature, settings.max_tokens)
+
+        # ---- 3. The teacher on the test split (greedy, D=1) ---------------------------------
+        teacher_result = None
+        if t.evaluate_on_test:
+            log("[3/5] teacher on the test split (greedy, one sample)")
+            teacher = build_teacher(config)
+            greedy = GenerationSettings(
+                max_tokens=t.max_tokens, concurrency=t.concurrency, rpm=t.rpm, budget=t.budget
+            )
+            _generate(store, exp, teacher, test_q, greedy, task.answer, log)
+            teacher_result = teacher_metrics(store, exp, teacher.info, greedy, task.answer)
+            if teacher_result is not None:  # no finished greedy sample: "not measured"
+                save_evaluation(store, exp, "teacher", "test", teacher_result, None)
+
+        # ---- 4. Students: train and evaluate each run --------------------------------------
+        rows = []
+        for i, run_cfg in enumerate(config.runs, start=1):
+            if should_stop and should_stop():
+                raise UserError("cancelled: run the pipeline again to continue")
+            settings = settings_for(run_cfg.student, run_cfg.recipe, run_cfg.train)
+            kind = "causal" if run_cfg.student == "tiny" else _kind(run_cfg.student)
+            records = training_records(store, exp, run_cfg, train_q, kind, train_key)
+            if not records:
+                raise UserError(
+                    f"run {run_cfg.name} has no kept samples to train on: lower the "
+                    "teacher's error rate, review samples, or use more questions"
+                )
+            log(
+                f"[4/5] run {i}/{len(config.runs)} {run_cfg.name}: {run_cfg.format}, "
+                f"{len(records)} examples, student {run_cfg.student}"
+            )
+            run = _existing_run(store, exp, run_cfg, settings, len(records))
+            if run is None:
+                run = create_run(
+                    store,
+                    exp,
+                    run_cfg.name,
+                    run_cfg.format,
+                    run_cfg.diverse_samples,
+                    run_cfg.student,
+                    settings.method,
+                    len(records),
+                    asdict(settings),
+                )
+                result = train(
+                    records,
+                    settings,
+                    run.output_dir,
+                    resume=True,
+                    on_progress=_train_log(log),
+                    should_stop=should_stop,
+                )
+                if result.stopped:
+                    raise UserError(
+                        f"cancelled while training {run.name} at step {result.global_step}: "
+                        "run the pipeline again to continue from its last checkpoint"
+                    )
+                run = finish_run(store, run, asdict(result))
+            else:
+                log("  already trained: evaluating it again")
+            ev = evaluate(
+                run.output_dir / "final",
+                test_q,
+                task.answer,
+                run_cfg.format,
+                batch_size=config.evaluation.batch_size,
+                max_total_length=config.evaluation.max_total_length,
+            )
+            save_eval(ev, run.output_dir / "evaluation")
+            metrics = ev.metrics.to_dict()
+            save_evaluation(
+                store,
+                exp,
+                run.name,
+                "test",
+                metrics,
+                run.output_dir / "evaluation" / "predictions.jsonl",
+                run,
+            )
+            log(f"  accuracy {metrics['accuracy']:.1%} on {len(test_q)} test questions")
+            row = (
+                "vanilla"
+                if run_cfg.format == "vanilla"
+                else ("diverse" if run_cfg.diverse_samples > 1 else "cot")
+            )
+            rows.append(
+                {
+                    "name": run.name,
+                    "format": run.format,
+                    "diverse_samples": run.diverse_samples,
+                    "train_examples": run.train_examples,
+                    "student": run.student,
+                    "method": run.method,
+                    "train_seconds": run.result.get("train_seconds"),
+                    "global_step": run.result.get("global_step"),
+                    "precision": run.result.get("precision"),
+                    "selection": run.result.get("selection", "last checkpoint"),
+                    "metrics": {
+                        k: metrics[k]
+                        for k in ("accuracy", "contains_answer", "correct_format", "complete")
+                    },
+                    "paper": paper_figure(task.key, row, run.student, _paper_source(config)),
+                }
+            )
+
+        # ---- 5. Results ---------------------------------------------------------------------
+        results = {
+            "experiment": exp.name,
+            "task": task.key,
+            "wall_seconds": round(time.monotonic() - started, 1),
+            "teacher": {
+                "label": teacher.info.label or teacher.info.model,
+                "model": teacher.info.model,
+                "accuracy": teacher_result["accuracy"] if teacher_result else None,
+                "metrics": teacher_result,
+                "paper": paper_figure(
+                    task.key,
+                    "teacher",
+                    None,
+                    _paper_source(config, test_only=True),
+                    teacher.info.model,
+                ),
+            },
+            "test_questions": len(test_q),
+            "runs": rows,
+        }
+        paths = write_results(results, folder)
+        log(f"[5/5] results written to {paths[0]} and {paths[1]}")
+        return results
+
+
+def _paper_source(config: PipelineConfig, test_only: bool = False) -> str | None:
+    """The task's source as far as the paper's figures go: None unless its whole split is used.
+
+    A limited or synthetic split is not the paper's data and split (METHOD.md), so no figure
+    is comparable; the teacher's test accuracy depends on the test split only.
+    """
+    t = config.task
+    test_whole = t.test_limit is None and t.synthetic_test is None
+    train_whole = t.train_limit is None and t.synthetic_train is None
+    return t.source if test_whole and (test_only or train_whole) else None
+
+
+def _existing_run(
+    store: Store, exp: Experiment, run_cfg: RunConfig, settings: TrainSettings, examples: int
+) -> StudentRun | None:
+    """The run already trained for `run_cfg`, or None if it still needs training.
+
+    A trained run is reused only if the recipe still describes it: otherwise the results would
+    show a model trained with other settings under the recipe's name.
+    """
+    try:
+        run = get_run(store, exp, run_cfg.name)
+    except UserError:
+        return None
+    if run.status != "trained":
+        return None
+    wanted = json.loads(json.dumps(asdict(settings), sort_keys=True, default=str))
+    changed = [k for k, v in wanted.items() if k in run.settings and run.settings[k] != v]
+    changed += [
+        name
+        for name, old, new in (
+            ("format", run.format, run_cfg.format),
+            ("student", run.student, run_cfg.student),
+            ("diverse_samples", run.diverse_samples, run_cfg.diverse_samples),
+            ("train_examples", run.train_examples, examples),
+        )
+        if old != new
+    ]
+    if changed:
+        raise UserError(
+            f"run {run.name} of {exp.name} was trained with other settings "
+            f"({', '.join(sorted(changed))} differ from the recipe): give the run a new name in "
+            "the recipe, or use another workspace"
+        )
+    return run
+
+
+def _kind(student: str) -> str:
+    from rtdemo.students.loading import student_kind
+
+    return student_kind(student)
+
+
+def _train_log(log: Log) -> Callable[[dict], None]:
+    last = [0.0]
+
+    def show(p: dict) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 10 or p.get("step") == p.get("total"):
+            last[0] = now
+            loss = p.get("loss")
+            loss_text = f"{loss:.3f}" if isinstance(loss, (int, float)) else "—"
+            eta = p.get("eta")
+            eta_text = "—" if eta is None else f"{eta}s"  # 0.0 at the last step is an ETA too
+            log(f"  step {p.get('step')}/{p.get('total')} loss {loss_text} eta {eta_text}")
+
+    return show
+
+
+def results_json(path: Path) -> dict:
+    """Read a results.json back."""
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,1 @@
+"""Publishing a student and its rationale dataset to the Hugging Face Hub, with cards."""

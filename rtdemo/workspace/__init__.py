@@ -1,0 +1,1 @@
+"""The workspace store: one SQLite file per workspace, and its migrations."""
