@@ -23,7 +23,8 @@ from rtdemo.workspace.store import Store, workspace_path
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a trained student run on the test split with the paper's answer cleansing."""
     from rtdemo.evaluation.evaluate import evaluate, save_eval
-    from rtdemo.jobs.runner import job_context, start_job
+    from rtdemo.jobs.context import job_context
+    from rtdemo.jobs.runner import start_job
     from rtdemo.tasks import get_task
     from rtdemo.training.runs import get_run, save_evaluation
 

@@ -24,9 +24,9 @@ from rtdemo.cli.teacher_args import (
     add_question_flags,
     add_teacher_flags,
     api_key_of,
-    build_teacher,
     prepare_experiment,
     settings_of,
+    teacher_of,
 )
 from rtdemo.curation.curate import question_yield
 from rtdemo.errors import UserError
@@ -76,7 +76,7 @@ def estimate_of(args: argparse.Namespace, *, need_key: bool = True) -> tuple[str
     """The teacher's label and what the generation the flags describe would request and cost."""
     with Store(workspace_path(args.workspace)) as store:
         exp, questions, _ = prepare_experiment(store, args)
-        teacher = build_teacher(args, exp.task, need_key=need_key)
+        teacher = teacher_of(args, exp.task, need_key=need_key)
         settings = settings_of(args)
         price = price_of(teacher.info, price_table(store.workspace, args.prices))
         est = _estimate(store, exp, teacher, settings, questions, price)
@@ -121,7 +121,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     with Store(workspace_path(args.workspace)) as store:
         # A job uses the questions its starter snapshotted; it never reloads a source.
         exp, questions, answer = prepare_experiment(store, args, load=not as_job)
-        teacher = build_teacher(args, exp.task)
+        teacher = teacher_of(args, exp.task)
         settings = settings_of(args)
         price = price_of(teacher.info, price_table(store.workspace, args.prices))
         if not as_job:
@@ -139,7 +139,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             )
             print(file=sys.stderr)
             return _summary(store, exp, stats, args)
-        from rtdemo.jobs.runner import job_context
+        from rtdemo.jobs.context import job_context
 
         with job_context(store.workspace, args.job_id) as ctx:
             stats = run_generation(
@@ -212,7 +212,7 @@ def _start_background(args: argparse.Namespace) -> int:
     with Store(workspace_path(args.workspace)) as store:
         exp, _, _ = prepare_experiment(store, args)  # snapshot questions before the job starts
         settings = settings_of(args)  # fail now, not in the background, on bad settings or teacher
-        teacher = build_teacher(args, exp.task)
+        teacher = teacher_of(args, exp.task)
         if (
             settings.budget is not None
             and price_of(teacher.info, price_table(store.workspace, args.prices)) is None

@@ -6,7 +6,7 @@
     OPENAI_API_KEY=... python -m rtdemo jobs resume 3
 
 A command that can run as a job takes `--job-id` (`add_job_id_flag`) and wraps its work in
-`rtdemo.jobs.runner.job_context`. The hidden `jobs _sleep` is one: the tests' fake workload.
+`rtdemo.jobs.context.job_context`. The hidden `jobs _sleep` is one: the tests' fake workload.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 from rtdemo.cli.common import add_workspace_flag
 from rtdemo.errors import UserError
 from rtdemo.jobs import runner as jobs
+from rtdemo.jobs.context import job_context
 from rtdemo.jobs.files import LOG_NAME, last_progress, tail_log
 from rtdemo.jobs.records import Job
 from rtdemo.workspace.store import Store, workspace_path
@@ -125,7 +126,7 @@ def cmd_sleep(args: argparse.Namespace) -> int:
     `--ignore-cancel`; fails at step `--fail-at`; with `--require-env NAME`, fails unless the
     variable is set (and records only that it is).
     """
-    with jobs.job_context(workspace_path(args.workspace), args.job_id) as ctx:
+    with job_context(workspace_path(args.workspace), args.job_id) as ctx:
         if args.require_env and not os.environ.get(args.require_env):
             raise UserError(f"{args.require_env} is not set")
         start = int((ctx.last_progress() or {}).get("done", 0))

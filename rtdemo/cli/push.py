@@ -110,7 +110,8 @@ def _print_targets(targets, header: str) -> None:
 
 def cmd_push(args: argparse.Namespace) -> int:
     """Publish (or, with --dry-run, prepare) the student and/or the rationale dataset."""
-    from rtdemo.jobs.runner import job_context, start_job
+    from rtdemo.jobs.context import job_context
+    from rtdemo.jobs.runner import start_job
 
     request = request_of(args)
     with Store(workspace_path(args.workspace)) as store:

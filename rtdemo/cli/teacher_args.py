@@ -1,8 +1,8 @@
 """The flags shared by `rtdemo generate` and `rtdemo estimate`, and what they build.
 
 Which experiment and questions (`add_question_flags`, `prepare_experiment`), which teacher
-(`add_teacher_flags`, `build_teacher`) and how it samples (`settings_of`). The pipeline and the
-app's teacher and chat tabs build their teachers here too, so every teacher is built one way.
+(`add_teacher_flags`, `spec_of` → `rtdemo.teachers.spec.build_teacher`) and how it samples
+(`settings_of`). The pipeline and the app build their teachers with the same `build_teacher`.
 
 Keys come from the environment (`OPENAI_API_KEY`) only: there is no flag for them, so they never
 reach shell history, job records or logs. The app hands a user's key to `start_command`, which sets
@@ -16,17 +16,14 @@ import argparse
 import os
 from pathlib import Path
 
-from rtdemo.cli.common import add_workspace_flag
+from rtdemo.cli.common import add_source_flags, add_workspace_flag, source_options
 from rtdemo.errors import UserError
 from rtdemo.generation.run import GenerationSettings
-from rtdemo.tasks import load_examples
+from rtdemo.tasks import get_task, load_examples
 from rtdemo.tasks.types import SPLITS, AnswerFormat, Example
 from rtdemo.teachers.base import Teacher
+from rtdemo.teachers.spec import KEY_ENV, TEACHERS, TeacherSpec, build_teacher
 from rtdemo.workspace.store import Experiment, Store
-
-TEACHERS = ("builtin", "openai", "hf", "replay")
-BUILTIN_TASKS = ("coin_flip", "last_letter_concatenation")
-KEY_ENV = "OPENAI_API_KEY"
 
 
 def add_teacher_flags(p: argparse.ArgumentParser) -> None:
@@ -97,8 +94,6 @@ def add_teacher_flags(p: argparse.ArgumentParser) -> None:
 
 def add_question_flags(p: argparse.ArgumentParser) -> None:
     """Flags that choose the experiment and its questions."""
-    from rtdemo.cli.main import add_source_flags
-
     p.add_argument("--task", help="task key (needed when the experiment is new)")
     p.add_argument("--split", choices=SPLITS, default="train", help="split (default train)")
     p.add_argument("--limit", type=int, help="the first N questions of the split")
@@ -122,48 +117,24 @@ def api_key_of(args: argparse.Namespace) -> str | None:
     return source.get(KEY_ENV) or None
 
 
-def build_teacher(args: argparse.Namespace, task: str, *, need_key: bool = True) -> Teacher:
-    """The teacher the flags describe; keys from `api_key_of` only.
-
-    `need_key=False` builds an OpenAI-compatible teacher without a key, for estimates (which
-    request nothing).
-    """
-    if args.teacher == "builtin":
-        if task not in BUILTIN_TASKS:
-            raise UserError(
-                f"the built-in offline teacher only knows {' and '.join(BUILTIN_TASKS)}; for "
-                f"{task} choose --teacher openai (with --model) or --teacher hf"
-            )
-        from rtdemo.teachers.builtin import BuiltinTeacher
-
-        return BuiltinTeacher(error_rate=args.error_rate)
-    if args.teacher == "replay":
-        from rtdemo.teachers.replay import ReplayTeacher
-
-        return ReplayTeacher(args.replay_file)
-    if not args.model:
-        raise UserError(f"--teacher {args.teacher} needs --model")
-    if args.teacher == "hf":
-        from rtdemo.teachers.local_hf import LocalHFTeacher
-
-        return LocalHFTeacher(args.model)
-    from rtdemo.teachers.openai_compat import OpenAITeacher
-
-    key = api_key_of(args)
-    if not key and not need_key:
-        key = "no-key: estimates request nothing"
-    elif not key and getattr(args, "secret_env", None) is not None:
-        # OpenAITeacher would fall back to the server's own key: app users never get that one.
-        raise UserError(
-            "an OpenAI-compatible teacher needs an API key: type it in the API key box "
-            "(a local server without authentication accepts any non-empty value)"
-        )
-    return OpenAITeacher(
-        args.model,
+def spec_of(args: argparse.Namespace) -> TeacherSpec:
+    """The teacher the flags describe."""
+    return TeacherSpec(
+        kind=args.teacher,
+        model=args.model,
         base_url=args.base_url,
-        api_key=key,
         mode=args.mode,
+        error_rate=args.error_rate,
+        replay_files=tuple(args.replay_file),
         timeout=args.timeout,
+    )
+
+
+def teacher_of(args: argparse.Namespace, task: str, *, need_key: bool = True) -> Teacher:
+    """The teacher the flags describe, with the key of `api_key_of`."""
+    app_key = getattr(args, "secret_env", None) is not None
+    return build_teacher(
+        spec_of(args), task, api_key=api_key_of(args), need_key=need_key, app_key=app_key
     )
 
 
@@ -184,9 +155,6 @@ def prepare_experiment(
     store: Store, args: argparse.Namespace, *, load: bool = True
 ) -> tuple[Experiment, list[Example], AnswerFormat]:
     """Find or create the experiment, snapshot its questions, return the ones to generate for."""
-    from rtdemo.cli.main import source_options
-    from rtdemo.tasks import get_task
-
     options = source_options(args)
     existing = {e.name: e for e in store.list_experiments(args.owner)}
     exp = existing.get(args.experiment)

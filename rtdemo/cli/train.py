@@ -115,7 +115,8 @@ def job_argv(args: argparse.Namespace, store: Store) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Fine-tune a student on an experiment's curated set (or its gold answers, vanilla)."""
-    from rtdemo.jobs.runner import job_context, start_job
+    from rtdemo.jobs.context import job_context
+    from rtdemo.jobs.runner import start_job
     from rtdemo.training import launch
     from rtdemo.training.runs import create_run, finish_run
     from rtdemo.training.trainer import train

@@ -1,6 +1,6 @@
 """The child's side of a background job: what a command running as job N uses.
 
-`rtdemo.jobs.runner.job_context(workspace, job_id)` returns a `JobContext` (progress, log, cancel
+`job_context(workspace, job_id)` returns a `JobContext` (progress, log, cancel
 checks, heartbeat, final status) for a job, or a no-op `ForegroundContext` when the command runs in
 the foreground; the parent's side (start, watch, cancel, resume) is `rtdemo.jobs.runner`.
 """
@@ -198,6 +198,6 @@ class ForegroundContext:
         return None
 
 
-def open_job_context(workspace: Path | str, job_id: int | None) -> JobContext | ForegroundContext:
+def job_context(workspace: Path | str, job_id: int | None) -> JobContext | ForegroundContext:
     """`JobContext.attach(workspace, job_id)`, or a `ForegroundContext` when `job_id` is None."""
     return ForegroundContext() if job_id is None else JobContext.attach(workspace, job_id)

@@ -15,7 +15,7 @@ The side that starts and watches jobs (the app, the CLI):
 
 The command the job runs:
 
-    with job_context(workspace, args.job_id) as ctx:  # a no-op context when job_id is None
+    with job_context(workspace, args.job_id) as ctx:  # rtdemo.jobs.context; no-op if job_id is None
         for i, item in enumerate(items):
             if ctx.cancelled():
                 break
@@ -39,7 +39,6 @@ import re
 import signal
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from rtdemo.errors import UserError
@@ -358,11 +357,3 @@ def resume_job(
     append_text(job.run_dir / LOG_NAME, f"--- resumed at {utc_now()} ---\n")
     _launch(store, fetch_job(store, job_id), env)
     return fetch_job(store, job_id)
-
-
-def job_context(workspace: Path | str, job_id: int | None) -> Any:
-    """The context a command runs in: `rtdemo.jobs.context.JobContext` for job `job_id`, or a
-    no-op `ForegroundContext` when `job_id` is None (the command runs in the foreground)."""
-    from rtdemo.jobs.context import open_job_context
-
-    return open_job_context(workspace, job_id)

@@ -11,6 +11,7 @@ only what is missing, trained runs are not trained again, and evaluations are re
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -29,6 +30,7 @@ from rtdemo.tasks import SourceOptions, get_task, load_examples
 from rtdemo.tasks.synthetic import SyntheticSettings, generate
 from rtdemo.tasks.types import AnswerFormat, Example
 from rtdemo.teachers.base import Teacher
+from rtdemo.teachers.spec import KEY_ENV, TeacherSpec, build_teacher
 from rtdemo.training.runs import (
     StudentRun,
     check_run_name,
@@ -79,23 +81,22 @@ def load_questions(config: PipelineConfig) -> tuple[list[Example], list[Example]
     return (train[: t.train_limit] if t.train_limit is not None else train), test
 
 
-def build_teacher(config: PipelineConfig) -> Teacher:
-    """The recipe's teacher (keys from the environment)."""
-    import argparse
-
-    from rtdemo.cli.teacher_args import build_teacher as from_flags
-
+def teacher_spec(config: PipelineConfig) -> TeacherSpec:
+    """The recipe's teacher."""
     t = config.teacher
-    args = argparse.Namespace(
-        teacher=t.kind,
+    return TeacherSpec(
+        kind=t.kind,
         model=t.model,
         base_url=t.base_url,
         mode=t.mode,
         error_rate=t.error_rate,
-        replay_file=[Path(p) for p in t.replay_files],
-        timeout=60.0,
+        replay_files=tuple(Path(p) for p in t.replay_files),
     )
-    return from_flags(args, config.task.key)
+
+
+def recipe_teacher(config: PipelineConfig) -> Teacher:
+    """The recipe's teacher (its key from the environment)."""
+    return build_teacher(teacher_spec(config), config.task.key, api_key=os.environ.get(KEY_ENV))
 
 
 def _generate(
@@ -206,7 +207,7 @@ def run_pipeline(
         log(f"[1/5] {len(train_q)} training and {len(test_q)} test questions of {task.name}")
 
         # ---- 2. Teacher rationales for the training questions ------------------------------
-        teacher = build_teacher(config)
+        teacher = recipe_teacher(config)
         t = config.teacher
         cot_runs = [r for r in config.runs if r.format == "cot"]
         d = max([r.diverse_samples for r in cot_runs] + [t.samples]) if cot_runs else 0
@@ -229,7 +230,7 @@ def run_pipeline(
         teacher_result = None
         if t.evaluate_on_test:
             log("[3/5] teacher on the test split (greedy, one sample)")
-            teacher = build_teacher(config)
+            teacher = recipe_teacher(config)
             greedy = GenerationSettings(
                 max_tokens=t.max_tokens, concurrency=t.concurrency, rpm=t.rpm, budget=t.budget
             )

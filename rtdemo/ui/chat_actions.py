@@ -13,7 +13,6 @@ when that job ends. The teacher answers meanwhile.
 
 from __future__ import annotations
 
-import argparse
 import random
 import tempfile
 import threading
@@ -33,6 +32,8 @@ from rtdemo.jobs.runner import refresh_stale, running_torch_job
 from rtdemo.tasks import get_task
 from rtdemo.tasks.types import Example
 from rtdemo.teachers.base import Teacher
+from rtdemo.teachers.spec import BUILTIN_TASKS, TeacherSpec
+from rtdemo.teachers.spec import build_teacher as build
 from rtdemo.training.runs import list_runs
 from rtdemo.ui.chat_view import ChatView, view_of
 from rtdemo.ui.session import AppContext, check_owner
@@ -113,9 +114,6 @@ def resolve_student(store: Store, exp: Experiment, name: str) -> StudentSpec:
 
 def build_teacher(form: ChatForm, task: str, key: str = "") -> Teacher:
     """The chat's teacher, built the way `rtdemo generate` builds it (the key stays in memory)."""
-    from rtdemo.cli.teacher_args import BUILTIN_TASKS, KEY_ENV
-    from rtdemo.cli.teacher_args import build_teacher as build
-
     if form.teacher == "openai" and form.base_url:
         check_public_url(form.base_url)  # the server's own network, if the host forbids it
     if form.teacher == "builtin" and task not in BUILTIN_TASKS:
@@ -130,17 +128,10 @@ def build_teacher(form: ChatForm, task: str, key: str = "") -> Teacher:
             "type the API key of the OpenAI-compatible server (a local server without "
             "authentication accepts any non-empty value); it is kept in this page only"
         )
-    args = argparse.Namespace(
-        teacher=form.teacher,
-        base_url=form.base_url or None,
-        model=form.model or None,
-        mode=form.mode,
-        error_rate=0.1,
-        timeout=60.0,
-        replay_file=[],
-        secret_env={KEY_ENV: key.strip()} if key and key.strip() else {},
+    spec = TeacherSpec(
+        kind=form.teacher, base_url=form.base_url or None, model=form.model or None, mode=form.mode
     )
-    return build(args, task)
+    return build(spec, task, api_key=(key or "").strip() or None, app_key=True)
 
 
 def find_example(store: Store, exp: Experiment, question: str) -> Example | None:

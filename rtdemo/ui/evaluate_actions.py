@@ -15,7 +15,6 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from rtdemo.cli.teacher_args import KEY_ENV
 from rtdemo.errors import UserError
 from rtdemo.evaluation.results import (
     TABLE_COLUMNS,
@@ -27,6 +26,7 @@ from rtdemo.generation.samples import load_samples
 from rtdemo.jobs.records import Job, flag_value
 from rtdemo.jobs.runner import list_jobs
 from rtdemo.tasks import get_task
+from rtdemo.teachers.spec import KEY_ENV
 from rtdemo.training.runs import latest_evaluations, list_runs
 from rtdemo.ui.job_view import job_status
 from rtdemo.ui.session import ACTIVE, AppContext, cancel_current, check_owner

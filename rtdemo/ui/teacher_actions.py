@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from rtdemo.cli.generate import estimate_of
-from rtdemo.cli.teacher_args import KEY_ENV
 from rtdemo.errors import UserError
 from rtdemo.generation.samples import load_samples
 from rtdemo.jobs.records import Job
 from rtdemo.jobs.runner import cancel_job, resume_job
+from rtdemo.teachers.spec import KEY_ENV
 from rtdemo.ui.job_view import job_status
 from rtdemo.ui.session import ACTIVE, AppContext, check_owner, cli_text, keep_upload
 from rtdemo.workspace.store import Experiment
