@@ -16,7 +16,7 @@ import yaml
 from rtdemo.errors import UserError
 from rtdemo.teachers.base import Completion, TeacherInfo
 
-DEFAULT_PRICES = Path(__file__).resolve().parents[1] / "configs" / "prices.yaml"
+DEFAULT_PRICES = Path(__file__).resolve().parents[2] / "configs" / "prices.yaml"
 FREE_KINDS = frozenset({"builtin", "replay"})
 CHARS_PER_TOKEN = 4  # rough, for estimates only; real usage comes from the server
 TYPICAL_RATIONALE_SHARE = 0.7  # of max tokens, for the "typical" estimate

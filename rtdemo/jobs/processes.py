@@ -96,7 +96,7 @@ def child_env(workspace: Path, env: dict[str, str]) -> dict[str, str]:
     if env:
         child[SECRET_NAMES_VAR] = ",".join(sorted(env))
     # The child runs this very copy of rtdemo, installed or not.
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     child["PYTHONPATH"] = os.pathsep.join(filter(None, [root, child.get("PYTHONPATH")]))
     child["RTDEMO_HOME"] = str(workspace)
     child["PYTHONUNBUFFERED"] = "1"  # log lines arrive as they are printed

@@ -128,7 +128,7 @@ def launcher_env(
     files."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(threads_per_process(processes)))
-    root = str(Path(__file__).resolve().parents[1])  # the workers import this very copy
+    root = str(Path(__file__).resolve().parents[2])  # the workers import this very copy
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     env[STOP_FILE_VAR] = str(stop_file)
