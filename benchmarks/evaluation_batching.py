@@ -48,7 +48,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from benchmarks.machine import contended, machine_info, usable_cores  # noqa: E402
 from benchmarks.training_throughput import last_letter_records  # noqa: E402
-from rtdemo.evaluation.evaluate import generate, load_for_inference, student_prompt  # noqa: E402
+from rtdemo.evaluation.evaluate import generate, student_prompt  # noqa: E402
+from rtdemo.students.loading import load_student  # noqa: E402
 from rtdemo.tasks.synthetic import SyntheticSettings  # noqa: E402
 from rtdemo.tasks.synthetic import generate as synthetic  # noqa: E402
 
@@ -86,7 +87,7 @@ def benchmark(
             student = "tiny student, random weights (seed 0), word tokenizer"
         else:
             folder, student = model_path, str(model_path)
-        model, tokenizer, kind = load_for_inference(folder, dtype="float32")
+        model, tokenizer, kind = load_student(folder, for_training=False, dtype="float32")
     parameters = sum(p.numel() for p in model.parameters())
     prompt_tokens = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
     generate(model, tokenizer, kind, prompts[:2], batch_size=2, max_new_tokens=4)  # warm-up

@@ -32,7 +32,8 @@ from rtdemo.chat.session import (
 from rtdemo.chat.student import StudentCache, StudentSpec, stream_student, student_side
 from rtdemo.chat.votes import list_votes, save_vote, write_votes_jsonl
 from rtdemo.errors import UserError
-from rtdemo.evaluation.evaluate import generate, load_for_inference, student_prompt
+from rtdemo.evaluation.evaluate import generate, student_prompt
+from rtdemo.students.loading import load_student
 from rtdemo.tasks import get_task
 from rtdemo.tasks.types import Example
 from rtdemo.teachers.builtin import BuiltinTeacher
@@ -60,7 +61,7 @@ def tiny_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny(tiny_folder: Path):
     """(model, tokenizer, kind) of the tiny student, loaded for inference."""
-    return load_for_inference(tiny_folder)
+    return load_student(tiny_folder, for_training=False)
 
 
 def spec(folder: Path, fmt: str = "cot") -> StudentSpec:
@@ -228,7 +229,7 @@ def test_the_student_waits_while_a_torch_job_runs(tiny_folder, monkeypatch):
 
 def test_students_are_loaded_once_and_the_least_recently_used_goes(tiny_folder, monkeypatch):
     loads: list[str] = []
-    monkeypatch.setattr(chat_student, "load_for_inference", lambda p: loads.append(p) or (p,) * 3)
+    monkeypatch.setattr(chat_student, "load_student", lambda p, **kw: loads.append(p) or (p,) * 3)
     cache = StudentCache(capacity=2)
     for path in ("a", "b", "a", "c", "a", "b"):
         cache.get(path)

@@ -16,10 +16,10 @@ from rtdemo.evaluation.evaluate import (
     evaluate,
     generate,
     load_eval,
-    load_for_inference,
     predictions_failures_first,
     save_eval,
 )
+from rtdemo.students.loading import load_student
 from rtdemo.tasks.types import AnswerFormat, Example
 from tests.tiny_models import (
     build_tiny_causal_lm,
@@ -66,7 +66,7 @@ def reference(folder: Path, prompt: str, max_new_tokens: int, seq2seq: bool = Fa
 
 
 def test_batched_equals_one_at_a_time_and_caps_total_length(causal_folder):
-    model, tokenizer, kind = load_for_inference(causal_folder)
+    model, tokenizer, kind = load_student(causal_folder, for_training=False)
     assert kind == "causal"
     cap = 40
     prompts = [*PROMPTS, "word " * 50 + "###"]  # the last one alone fills the cap
@@ -91,7 +91,7 @@ def test_batched_equals_one_at_a_time_and_caps_total_length(causal_folder):
 
 def test_model_positions_cap_the_total_length(tmp_path):
     folder = build_tiny_causal_lm(tmp_path / "gpt2")  # 256 positions
-    model, tokenizer, kind = load_for_inference(folder)
+    model, tokenizer, kind = load_student(folder, for_training=False)
     [got] = generate(model, tokenizer, kind, ["Q: hi ###"], max_total_length=1024)
     assert got.finish_reason == "length"
     assert len(tokenizer("Q: hi ###")["input_ids"]) + got.new_tokens == 256
@@ -102,7 +102,7 @@ def test_model_positions_cap_the_total_length(tmp_path):
 def test_a_batch_of_short_and_long_prompts_stays_within_the_model_positions(tmp_path):
     """Regression: a short prompt's budget once ran a padded batch past the position table."""
     folder = build_tiny_causal_lm(tmp_path / "gpt2")  # 256 positions
-    model, tokenizer, kind = load_for_inference(folder)
+    model, tokenizer, kind = load_student(folder, for_training=False)
     prompts = ["Q: hi ###", "Q: " + "word " * 60 + "###"]
     batched = generate(model, tokenizer, kind, prompts, batch_size=2, max_total_length=1024)
     single = [generate(model, tokenizer, kind, [p], max_total_length=1024)[0] for p in prompts]
@@ -115,7 +115,7 @@ def test_position_ids_follow_the_attention_mask(causal_folder):
     """With left padding, each row counts its positions from its first real token."""
     import torch
 
-    model, tokenizer, kind = load_for_inference(causal_folder)
+    model, tokenizer, kind = load_student(causal_folder, for_training=False)
     seen: list[torch.Tensor] = []
 
     def capture(_module, args, kwargs):
@@ -142,7 +142,7 @@ def test_eos_ends_an_answer_with_stop(tmp_path):
     ids = greedy_token_ids(folder, prompt, max_new_tokens=12)
     end = next(k for k in range(2, len(ids)) if ids[k] not in ids[:k])  # its first new token
     set_eos_token_id(folder, ids[end])  # now the model stops there
-    model, tokenizer, kind = load_for_inference(folder)
+    model, tokenizer, kind = load_student(folder, for_training=False)
     batched = generate(model, tokenizer, kind, PROMPTS, batch_size=4, max_total_length=48)
     single = [generate(model, tokenizer, kind, [p], max_total_length=48)[0] for p in PROMPTS]
     assert batched == single
@@ -157,7 +157,7 @@ def test_seq2seq_batched_equals_one_at_a_time(tmp_path):
     questions = [p.removesuffix(" ###") for p in PROMPTS]
     first = reference(folder, questions[0], 4, seq2seq=True)
     set_eos_token_id(folder, first[0])  # one question now stops at once, others may not
-    model, tokenizer, kind = load_for_inference(folder)
+    model, tokenizer, kind = load_student(folder, for_training=False)
     assert kind == "seq2seq" and tokenizer.padding_side == "right"
     batched = generate(model, tokenizer, kind, questions, batch_size=4, max_total_length=12)
     single = [generate(model, tokenizer, kind, [q], max_total_length=12)[0] for q in questions]
@@ -173,7 +173,7 @@ def test_seq2seq_batched_equals_one_at_a_time(tmp_path):
 
 def test_progress_and_stop_between_batches(tmp_path):
     folder = build_tiny_causal_lm(tmp_path / "gpt2")
-    model, tokenizer, kind = load_for_inference(folder)
+    model, tokenizer, kind = load_student(folder, for_training=False)
     calls: list[tuple[int, int]] = []
     settings = {"batch_size": 4, "max_new_tokens": 2, "on_batch": lambda *a: calls.append(a)}
     generate(model, tokenizer, kind, PROMPTS, **settings)
@@ -190,7 +190,7 @@ def test_progress_and_stop_between_batches(tmp_path):
 # -- loading ----------------------------------------------------------------------------------
 
 
-def test_load_for_inference_readies_a_trained_folder(tmp_path):
+def test_load_student_for_inference_readies_a_trained_folder(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = build_tiny_causal_lm(tmp_path / "gpt2")
@@ -201,7 +201,7 @@ def test_load_for_inference_readies_a_trained_folder(tmp_path):
     tokenizer.pad_token = None
     tokenizer.save_pretrained(folder)
 
-    model, tokenizer, kind = load_for_inference(folder)
+    model, tokenizer, kind = load_student(folder, for_training=False)
     assert kind == "causal" and not model.training
     assert model.config.use_cache and model.generation_config.use_cache
     assert tokenizer.padding_side == "left"
@@ -238,7 +238,7 @@ def test_lora_adapter_generates_like_the_merged_model(tmp_path, arch):
     outputs = {}
     for name in ("adapter", "merged", "base"):
         path = base if name == "base" else tmp_path / name
-        model, tokenizer, kind = load_for_inference(path)
+        model, tokenizer, kind = load_student(path, for_training=False)
         assert kind == ("seq2seq" if seq2seq else "causal")
         outputs[name] = generate(model, tokenizer, kind, prompts, max_new_tokens=12)
     assert outputs["adapter"] == outputs["merged"]
@@ -268,7 +268,7 @@ def fake_student(monkeypatch):
     """evaluate() without a model: generation returns OUTPUTS and records its prompts."""
     seen: dict = {}
 
-    def fake_load(path, *, kind=None):
+    def fake_load(path, *, for_training, kind=None):
         return "model", "tokenizer", kind or "causal"
 
     def fake_generate(model, tokenizer, kind, prompts, **kwargs):
@@ -277,7 +277,7 @@ def fake_student(monkeypatch):
             kwargs["on_batch"](len(prompts), len(prompts))
         return OUTPUTS[: len(prompts)]
 
-    monkeypatch.setattr(evaluation, "load_for_inference", fake_load)
+    monkeypatch.setattr(evaluation, "load_student", fake_load)
     monkeypatch.setattr(evaluation, "generate", fake_generate)
     return seen
 
@@ -335,7 +335,7 @@ def test_evaluate_vanilla_and_seq2seq_prompts(fake_student):
 
 
 def test_evaluate_stopped_returns_a_partial_result(monkeypatch):
-    monkeypatch.setattr(evaluation, "load_for_inference", lambda p, kind=None: (0, 0, "causal"))
+    monkeypatch.setattr(evaluation, "load_student", lambda p, **kw: (0, 0, "causal"))
 
     def stopped(*args, **kwargs):
         raise GenerationStopped({3: OUTPUTS[3], 0: OUTPUTS[0]}, 5)
@@ -363,7 +363,7 @@ def test_evaluate_a_real_tiny_student(tmp_path):
     assert progress == [(2, 3), (3, 3)]
     assert result.complete and result.metrics.count == 3
     assert [p["index"] for p in result.predictions] == [0, 1, 2]
-    model, tokenizer, kind = load_for_inference(folder)
+    model, tokenizer, kind = load_student(folder, for_training=False)
     [alone] = generate(model, tokenizer, kind, ["What is 1 plus 1? ###"], max_total_length=24)
     assert result.predictions[1]["output"] == alone.text
     assert result.examples_per_second > 0

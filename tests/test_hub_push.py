@@ -40,12 +40,11 @@ def build_workspace(workspace: Path, owner: str = "local", runs=RUNS) -> None:
     """An experiment `letters` of `owner` with rationales, reviews and trained, evaluated runs."""
     import torch
 
-    from rtdemo.curation.curate import review
+    from rtdemo.curation.curate import review, training_records
     from rtdemo.evaluation.evaluate import evaluate, save_eval
     from rtdemo.generation.run import GenerationSettings, run_generation
     from rtdemo.generation.samples import load_samples
     from rtdemo.pipeline.recipe import RunConfig
-    from rtdemo.pipeline.run import training_records
     from rtdemo.tasks import SourceOptions, get_task, load_examples
     from rtdemo.tasks.synthetic import SyntheticSettings
     from rtdemo.teachers.builtin import BuiltinTeacher

@@ -34,9 +34,9 @@ from rtdemo.evaluation.evaluate import (
     _finish,
     _greedy_config,
     _token_budgets,
-    load_for_inference,
     student_prompt,
 )
+from rtdemo.students.loading import load_student
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -72,9 +72,11 @@ class StudentCache:
                 self._models.move_to_end(path)
                 return self._models[path]
             try:
-                loaded = load_for_inference(path)
-            except (OSError, ValueError) as err:
+                loaded = load_student(path, for_training=False)
+            except (OSError, ValueError, UserError) as err:
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                if first.startswith("cannot load the student"):
+                    raise UserError(first) from None
                 raise UserError(f"cannot load the student {path!r}: {first}") from None
             self._models[path] = loaded
             while len(self._models) > self.capacity:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from rtdemo.cli.common import add_workspace_flag
 from rtdemo.cli.jobs import add_job_id_flag
-from rtdemo.cli.train import job_argv
-from rtdemo.errors import UserError
+from rtdemo.evaluation.request import EvalRequest, evaluation_plan, prepare_evaluation
+from rtdemo.jobs.plan import start_plan
 from rtdemo.workspace.store import Store, workspace_path
 
 
@@ -24,29 +24,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a trained student run on the test split with the paper's answer cleansing."""
     from rtdemo.evaluation.evaluate import evaluate, save_eval
     from rtdemo.jobs.context import job_context
-    from rtdemo.jobs.runner import start_job
     from rtdemo.tasks import get_task
-    from rtdemo.training.runs import get_run, save_evaluation
+    from rtdemo.training.runs import save_evaluation
 
-    if args.batch_size < 1 or args.max_total_length < 8:
-        raise UserError(
-            f"--batch-size must be >= 1 (got {args.batch_size}) and --max-total-length >= 8 "
-            f"(got {args.max_total_length}); e.g. --batch-size 32 --max-total-length 1024"
-        )
+    request = EvalRequest(
+        args.experiment, args.run, args.split, args.batch_size, args.max_total_length
+    )
     with Store(workspace_path(args.workspace)) as store:
-        exp = store.get_experiment(args.experiment, owner=args.owner)
-        run = get_run(store, exp, args.run)
-        if run.status != "trained":
-            raise UserError(f"run {run.name} is not trained yet: rtdemo train ... --run {run.name}")
-        examples = store.questions(exp.id, args.split)
-        if not examples:
-            raise UserError(f"experiment {exp.name} has no {args.split} questions")
         if args.background:
-            argv = job_argv(args, store)
-            job = start_job(store, "evaluate", argv, owner=args.owner, experiment_id=exp.id)
-            args.started = job  # for callers in-process (the app)
+            job = start_plan(store, evaluation_plan(store, request, args.owner), args.owner)
             print(f"job {job.id} (evaluate) {job.status} — watch it: rtdemo jobs show {job.id}")
             return 0
+        exp, run, examples = prepare_evaluation(store, request, args.owner)
         with job_context(store.workspace, args.job_id) as ctx:
 
             def progress(done: int, total: int) -> None:

@@ -17,70 +17,38 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from rtdemo.cli.teacher_args import (
-    KEY_ENV,
     add_question_flags,
     add_teacher_flags,
     api_key_of,
     prepare_experiment,
     settings_of,
+    spec_of,
     teacher_of,
 )
 from rtdemo.curation.curate import question_yield
-from rtdemo.errors import UserError
-from rtdemo.generation.pricing import Estimate, Price, estimate, price_of, price_table
-from rtdemo.generation.run import GenerationSettings, RunStats, run_generation
-from rtdemo.generation.samples import SampleKey, load_samples
-from rtdemo.tasks.types import Example
-from rtdemo.teachers.base import Teacher
+from rtdemo.generation.pricing import Estimate, price_of, price_table
+from rtdemo.generation.request import (
+    GenerationRequest,
+    estimate_generation,
+    generation_plan,
+    plan_estimate,
+)
+from rtdemo.generation.run import RunStats, run_generation
+from rtdemo.jobs.plan import start_plan
 from rtdemo.workspace.store import Experiment, Store, workspace_path
 
 INCOMPLETE = 3  # exit status when a run ended with samples still missing
 
 
-def _plan_counts(
-    store: Store, exp: Experiment, key: SampleKey, questions: list[Example], d: int
-) -> tuple[list[int], list[int]]:
-    stored = {(s.split, s.idx, s.sample_index): s.status for s in load_samples(store, exp.id, key)}
-    missing, half = [], []
-    for q in questions:
-        states = [stored.get((q.split, q.index, i)) for i in range(d)]
-        missing.append(sum(1 for st in states if st in (None, "failed")))
-        half.append(sum(1 for st in states if st == "rationale"))
-    return missing, half
-
-
-def _estimate(
-    store: Store,
-    exp: Experiment,
-    teacher: Teacher,
-    settings: GenerationSettings,
-    questions: list[Example],
-    price: Price | None,
-) -> Estimate:
-    key = SampleKey.of(teacher.info, settings.temperature, settings.max_tokens)
-    missing, half = _plan_counts(store, exp, key, questions, settings.samples)
-    return estimate(
-        [q.question for q in questions],
-        missing,
-        half,
-        max_tokens=settings.max_tokens,
-        supports_n=teacher.supports_n,
-        price=price,
-    )
-
-
-def estimate_of(args: argparse.Namespace, *, need_key: bool = True) -> tuple[str, Estimate]:
+def estimate_of(args: argparse.Namespace) -> tuple[str, Estimate]:
     """The teacher's label and what the generation the flags describe would request and cost."""
     with Store(workspace_path(args.workspace)) as store:
         exp, questions, _ = prepare_experiment(store, args)
-        teacher = teacher_of(args, exp.task, need_key=need_key)
-        settings = settings_of(args)
-        price = price_of(teacher.info, price_table(store.workspace, args.prices))
-        est = _estimate(store, exp, teacher, settings, questions, price)
-    return teacher.info.label or teacher.info.model, est
+        return estimate_generation(
+            store, exp, questions, spec_of(args), settings_of(args), args.prices
+        )
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
@@ -126,7 +94,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         price = price_of(teacher.info, price_table(store.workspace, args.prices))
         if not as_job:
             print(f"teacher: {teacher.info.label or teacher.info.model}")
-            print(_estimate(store, exp, teacher, settings, questions, price).describe())
+            print(plan_estimate(store, exp, teacher, settings, questions, price).describe())
             stats = run_generation(
                 store,
                 exp,
@@ -190,53 +158,29 @@ def _summary(store: Store, exp: Experiment, stats: RunStats, args: argparse.Name
     return 0 if stats.done == stats.total else INCOMPLETE
 
 
-PATH_FLAGS = ("--file", "--replay-file", "--prices", "--paper-data", "--hub-dir", "--workspace")
-
-
-def _absolute_paths(argv: list[str]) -> list[str]:
-    """argv with path values made absolute: a job may be resumed from another folder."""
-    out = []
-    for i, token in enumerate(argv):
-        flag, eq, value = token.partition("=")
-        if eq and flag in PATH_FLAGS:
-            token = f"{flag}={Path(value).expanduser().resolve()}"
-        elif i and argv[i - 1] in PATH_FLAGS:
-            token = str(Path(token).expanduser().resolve())
-        out.append(token)
-    return out
+def request_of(args: argparse.Namespace, exp: Experiment) -> GenerationRequest:
+    """The `GenerationRequest` the flags describe, on the questions `exp` snapshotted."""
+    source_argv: list[str] = []
+    if args.answer_type:
+        source_argv += ["--answer-type", args.answer_type]
+        source_argv += ["--letters", args.letters] if args.answer_type == "letter" else []
+    return GenerationRequest(
+        experiment=exp.name,
+        teacher=spec_of(args),
+        settings=settings_of(args),
+        split=args.split,
+        limit=args.limit,
+        source_argv=tuple(source_argv),
+        prices=args.prices,
+    )
 
 
 def _start_background(args: argparse.Namespace) -> int:
-    from rtdemo.jobs.runner import start_job
-
     with Store(workspace_path(args.workspace)) as store:
         exp, _, _ = prepare_experiment(store, args)  # snapshot questions before the job starts
-        settings = settings_of(args)  # fail now, not in the background, on bad settings or teacher
-        teacher = teacher_of(args, exp.task)
-        if (
-            settings.budget is not None
-            and price_of(teacher.info, price_table(store.workspace, args.prices)) is None
-        ):
-            raise UserError(
-                f"a budget needs a price for model {teacher.info.model!r}: add it to prices.yaml "
-                "(or pass --prices FILE)"
-            )
-        argv = _absolute_paths([a for a in args.argv if a != "--background"])
-        if args.workspace is None:
-            argv += ["--workspace", str(store.workspace)]
-        env_names = [KEY_ENV] if args.teacher == "openai" else []
-        key = api_key_of(args)  # the app's user's own key, never the server's (see api_key_of)
-        env = {KEY_ENV: key} if key and env_names else {}
-        job = start_job(
-            store,
-            "generate",
-            argv,
-            owner=args.owner,
-            experiment_id=exp.id,
-            env=env,
-            env_names=env_names,
-        )
-    args.started = job  # for callers in-process (the app)
+        request = request_of(args, exp)
+        plan = generation_plan(store, request, args.owner, api_key=api_key_of(args))
+        job = start_plan(store, plan, args.owner)
     print(f"started job {job.id} (generate) — watch it: rtdemo jobs show {job.id}")
     return 0
 

@@ -19,31 +19,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 
 from rtdemo.cli.jobs import add_job_id_flag
-from rtdemo.errors import UserError
+from rtdemo.jobs.plan import start_plan
 from rtdemo.publishing.push import (
     WHATS,
     PushRequest,
-    choose_run,
     prepare,
     publish_folder,
     resolve_endpoint,
 )
+from rtdemo.publishing.request import (
+    RESULT_NAME,
+    TOKEN_ENV,
+    prepare_push,
+    push_plan,
+    require_token,
+)
 from rtdemo.workspace.store import Store, workspace_path
-
-TOKEN_ENV = "HF_TOKEN"
-RESULT_NAME = "push.json"  # a push job's result, in its run folder (the Publish tab reads it)
 
 
 def token_of(args: argparse.Namespace) -> str | None:
-    """The Hub token: from `args.secret_env` when the app set it (never the server's own), else
-    `$HF_TOKEN` or the token `hf auth login` saved (CLI users)."""
-    secret_env = getattr(args, "secret_env", None)
-    if secret_env is not None:
-        return secret_env.get(TOKEN_ENV) or None
+    """The Hub token: `$HF_TOKEN` or the token `hf auth login` saved."""
     from huggingface_hub import get_token
 
     return os.environ.get(TOKEN_ENV) or get_token() or None
@@ -68,38 +66,6 @@ def request_of(args: argparse.Namespace) -> PushRequest:
     return request
 
 
-def _job_argv(args: argparse.Namespace, store: Store, run: str | None, endpoint: str) -> list[str]:
-    """This command line for the job: the run and endpoint made explicit, folders absolute."""
-    argv, skip = [], False
-    for token in args.argv:
-        if skip:
-            skip = False
-            continue
-        name = token.split("=", 1)[0]
-        if name in ("--background", "--workspace", "--endpoint", "--run", "--out"):
-            skip = "=" not in token and name != "--background"
-            continue
-        argv.append(token)
-    argv += ["--workspace", str(store.workspace), "--endpoint", endpoint]
-    if run:
-        argv += ["--run", run]
-    if args.out is not None:
-        argv += ["--out", str(Path(args.out).expanduser().resolve())]
-    return argv
-
-
-def _check_kept(store: Store, exp) -> None:
-    """A dataset needs kept rationales: say so before anything starts."""
-    from rtdemo.curation.curate import curate
-
-    if not any(c.kept for c in curate(store, exp)):
-        raise UserError(
-            f"experiment {exp.name} has no kept rationales to publish: generate some (Teacher "
-            "tab / rtdemo generate) and keep them in review, or publish the student alone "
-            "(--what model)"
-        )
-
-
 def _print_targets(targets, header: str) -> None:
     print(header)
     for target in targets:
@@ -111,37 +77,20 @@ def _print_targets(targets, header: str) -> None:
 def cmd_push(args: argparse.Namespace) -> int:
     """Publish (or, with --dry-run, prepare) the student and/or the rationale dataset."""
     from rtdemo.jobs.context import job_context
-    from rtdemo.jobs.runner import start_job
 
     request = request_of(args)
     with Store(workspace_path(args.workspace)) as store:
-        exp = store.get_experiment(args.experiment, owner=args.owner)
-        targets = request.targets()
-        run = choose_run(store, exp, request.run) if "model" in targets else None
-        if run is not None:
-            from rtdemo.publishing.files import final_dir
-
-            final_dir(run)  # a run without a model fails now, not in a job
-            request = replace(request, run=run.name)
-        if "dataset" in targets:
-            _check_kept(store, exp)
         token = None if args.dry_run else token_of(args)
-        if not args.dry_run and not token:
-            raise UserError(
-                f"no Hugging Face token: set {TOKEN_ENV} to a token with write access (or run "
-                "`hf auth login`; on Spaces, sign in with Hugging Face). --dry-run needs none"
-            )
-        folder = Path(args.out) if args.out else publish_folder(store, exp) / "dry-run"
         if args.background:
-            argv = _job_argv(args, store, request.run, request.endpoint)
-            env = {TOKEN_ENV: token} if token else {}
-            job = start_job(
-                store, "push", argv, owner=args.owner, experiment_id=exp.id, env=env,
-                env_names=list(env),
-            )  # fmt: skip
-            args.started = job  # for callers in-process (the app)
+            plan = push_plan(
+                store, request, args.owner, token=token, dry_run=args.dry_run, out=args.out
+            )
+            job = start_plan(store, plan, args.owner)
             print(f"started job {job.id} (push) — watch it: rtdemo jobs show {job.id}")
             return 0
+        exp, request = prepare_push(store, request, args.owner)
+        require_token(token, args.dry_run)
+        folder = Path(args.out) if args.out else publish_folder(store, exp) / "dry-run"
         with job_context(store.workspace, args.job_id) as ctx:
             if args.dry_run:
                 ctx.progress(done=0, total=1, phase="preparing the files")

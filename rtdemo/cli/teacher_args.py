@@ -5,9 +5,8 @@ Which experiment and questions (`add_question_flags`, `prepare_experiment`), whi
 (`settings_of`). The pipeline and the app build their teachers with the same `build_teacher`.
 
 Keys come from the environment (`OPENAI_API_KEY`) only: there is no flag for them, so they never
-reach shell history, job records or logs. The app hands a user's key to `start_command`, which sets
-`args.secret_env`: when it is set, it is the only place a key is taken from (the server's own
-environment is shared by every user of the app).
+reach shell history, job records or logs. (The app never parses these flags: it builds a
+`GenerationRequest` and hands the user's key to `generation_plan`.)
 """
 
 from __future__ import annotations
@@ -110,11 +109,8 @@ def add_question_flags(p: argparse.ArgumentParser) -> None:
 
 
 def api_key_of(args: argparse.Namespace) -> str | None:
-    """The API key for this command: from `args.secret_env` when the app set it, else from the
-    environment (CLI users)."""
-    secret_env = getattr(args, "secret_env", None)
-    source = os.environ if secret_env is None else secret_env
-    return source.get(KEY_ENV) or None
+    """The API key for this command: `$OPENAI_API_KEY` (there is no flag for it)."""
+    return os.environ.get(KEY_ENV) or None
 
 
 def spec_of(args: argparse.Namespace) -> TeacherSpec:
@@ -132,10 +128,7 @@ def spec_of(args: argparse.Namespace) -> TeacherSpec:
 
 def teacher_of(args: argparse.Namespace, task: str, *, need_key: bool = True) -> Teacher:
     """The teacher the flags describe, with the key of `api_key_of`."""
-    app_key = getattr(args, "secret_env", None) is not None
-    return build_teacher(
-        spec_of(args), task, api_key=api_key_of(args), need_key=need_key, app_key=app_key
-    )
+    return build_teacher(spec_of(args), task, api_key=api_key_of(args), need_key=need_key)
 
 
 def settings_of(args: argparse.Namespace) -> GenerationSettings:

@@ -20,6 +20,13 @@ from rtdemo.cli.common import add_workspace_flag
 from rtdemo.cli.jobs import add_job_id_flag
 from rtdemo.cli.train_progress import job_progress, printer
 from rtdemo.errors import UserError
+from rtdemo.jobs.plan import start_plan
+from rtdemo.training.request import (
+    TrainRequest,
+    check_processes,
+    prepare_training,
+    training_plan,
+)
 from rtdemo.workspace.store import Store, workspace_path
 
 
@@ -38,102 +45,40 @@ def _train_args(args: argparse.Namespace) -> dict:
     return {k: v for k, v in overrides.items() if v is not None}
 
 
-def _check_not_trained(store: Store, exp, name: str) -> None:
-    """A trained run is never trained again: say so before a job starts, not in its log."""
-    from rtdemo.training.runs import get_run
-
-    try:
-        run = get_run(store, exp, name)
-    except UserError:
-        return
-    if run.status == "trained":
-        raise UserError(
-            f"run {name!r} of {exp.name} is already trained: pick another --run name "
-            f"(evaluate it with rtdemo evaluate --experiment {exp.name} --run {name})"
-        )
-
-
-def _prepare_training(store: Store, args: argparse.Namespace):
-    """Experiment, settings and training records, all validated."""
-    from rtdemo.pipeline.recipe import RunConfig
-    from rtdemo.pipeline.run import training_records
-    from rtdemo.training.recipes import settings_for
-    from rtdemo.training.runs import check_run_name
-
-    check_run_name(args.run)  # it becomes a folder: never '../x'
-    exp = store.get_experiment(args.experiment, owner=args.owner)
-    _check_not_trained(store, exp, args.run)
-    settings = settings_for(args.student, args.recipe, _train_args(args))
-    kind = "causal"
-    if args.student != "tiny":
-        from rtdemo.students.loading import student_kind
-
-        kind = student_kind(args.student)
-        if settings.kind not in ("auto", kind):
-            raise UserError(
-                f"{args.student} is a {kind} model but the {args.recipe!r} recipe is for "
-                f"{settings.kind} students: choose --recipe paper, or another student"
-            )
-    run_cfg = RunConfig(
-        name=args.run,
+def request_of(args: argparse.Namespace) -> TrainRequest:
+    """The `TrainRequest` the flags describe."""
+    return TrainRequest(
+        experiment=args.experiment,
+        run=args.run,
         format=args.format,
         student=args.student,
+        recipe=args.recipe,
         diverse_samples=args.samples_per_question,
         filter_answers=not args.no_filter,
+        overrides=_train_args(args),
+        processes=args.processes,
     )
-    train_q = store.questions(exp.id, "train")
-    records = training_records(store, exp, run_cfg, train_q, kind)
-    if not records:
-        raise UserError(
-            f"experiment {exp.name} has no kept samples to train on: generate rationales "
-            "(rtdemo generate), accept some in review, or train --format vanilla"
-        )
-    return exp, settings, records
-
-
-def job_argv(args: argparse.Namespace, store: Store) -> list[str]:
-    """The command line a background train or evaluate job runs: this one, with its folders
-    made absolute.
-
-    A job may be resumed from another folder (the app, another shell), so a relative
-    `--workspace` or student folder must not depend on where it was started.
-    """
-    argv = [a for a in args.argv if a != "--background"]
-    out = []
-    for i, token in enumerate(argv):
-        flag, eq, value = token.partition("=")
-        if not eq:
-            flag, value = (argv[i - 1], token) if i else ("", token)
-        if flag == "--workspace" or (flag == "--student" and Path(value).expanduser().exists()):
-            value = str(Path(value).expanduser().resolve())
-            token = f"{flag}={value}" if eq else value
-        out.append(token)
-    if args.workspace is None:
-        out += ["--workspace", str(store.workspace)]
-    return out
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Fine-tune a student on an experiment's curated set (or its gold answers, vanilla)."""
     from rtdemo.jobs.context import job_context
-    from rtdemo.jobs.runner import start_job
     from rtdemo.training import launch
     from rtdemo.training.runs import create_run, finish_run
     from rtdemo.training.trainer import train
 
     if launch.in_launched_process():
         return _train_worker(args)
-    processes = launch.default_processes() if args.processes is None else args.processes
+    request = request_of(args)
     with Store(workspace_path(args.workspace)) as store:
-        exp, settings, records = _prepare_training(store, args)
-        _check_processes(processes, settings.batch_size)
         if args.background:
-            argv = job_argv(args, store)
-            job = start_job(store, "train", argv, owner=args.owner, experiment_id=exp.id)
-            args.started = job  # for callers in-process (the app)
+            job = start_plan(store, training_plan(store, request, args.owner), args.owner)
             state = "queued behind another torch job" if job.status == "queued" else "started"
             print(f"{state}: job {job.id} (train) — watch it: rtdemo jobs show {job.id}")
             return 0
+        exp, settings, records = prepare_training(store, request, args.owner)
+        processes = launch.default_processes() if args.processes is None else args.processes
+        check_processes(processes, settings.batch_size)
         from dataclasses import asdict
 
         run = create_run(
@@ -176,16 +121,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"({result.precision}); model in {result.final_dir}"
     )
     return 0
-
-
-def _check_processes(processes: int, batch_size: int) -> None:
-    if processes < 1:
-        raise UserError(f"--processes must be >= 1 (got {processes})")
-    if batch_size % processes:
-        raise UserError(
-            f"batch size {batch_size} does not split evenly over {processes} processes: use a "
-            f"multiple of {processes} (each process takes batch size / processes examples)"
-        )
 
 
 def _train_launched(args: argparse.Namespace, store: Store, output_dir: Path, processes, ctx):
@@ -231,9 +166,9 @@ def _train_worker(args: argparse.Namespace) -> int:
     launch.exit_with_launcher()
     world, rank = launch.world_size(), launch.rank()
     with Store(workspace_path(args.workspace)) as store:
-        exp, settings, records = _prepare_training(store, args)
+        exp, settings, records = prepare_training(store, request_of(args), args.owner)
         output_dir = run_folder(store, exp, args.run)
-    _check_processes(world, settings.batch_size)
+    check_processes(world, settings.batch_size)
     settings = dataclasses.replace(settings, batch_size=settings.batch_size // world)
     write = launch.progress_writer()
     # In a job, process 0's stdout is the job's log: the same lines as a single-process job.

@@ -19,14 +19,15 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from rtdemo.errors import UserError
 from rtdemo.generation.samples import Sample, SampleKey, load_samples
+from rtdemo.students.loading import StudentKind
+from rtdemo.tasks.types import Example
 from rtdemo.workspace.store import Experiment, Store
 
 TrainFormat = Literal["cot", "vanilla"]
-StudentKind = Literal["causal", "seq2seq"]
 DELIMITER = " --> "
 
 
@@ -97,6 +98,45 @@ def curate(
         )
         out.append(Curated(s, q.question, q.answer, decision, edited, kept))
     return out
+
+
+class RunData(Protocol):
+    """What a student run's training data depends on (a `pipeline.recipe.RunConfig` has it)."""
+
+    @property
+    def format(self) -> TrainFormat: ...
+
+    @property
+    def filter_answers(self) -> bool: ...
+
+    @property
+    def diverse_samples(self) -> int: ...
+
+
+def training_records(
+    store: Store,
+    exp: Experiment,
+    run_cfg: RunData,
+    train_q: list[Example],
+    kind: StudentKind,
+    key: SampleKey | None = None,
+) -> list[dict]:
+    """Prompt-completion pairs of a run: all gold answers (vanilla) or kept rationales (cot)."""
+    if run_cfg.format == "vanilla":
+        return [format_pair(q.question, "", q.answer, "vanilla", kind) for q in train_q]
+    ids = {(q.split, q.index) for q in train_q}
+    kept = [
+        c
+        for c in curate(
+            store,
+            exp,
+            filter_answers=run_cfg.filter_answers,
+            samples_per_question=run_cfg.diverse_samples,
+            key=key,
+        )
+        if c.kept and (c.sample.split, c.sample.idx) in ids
+    ]
+    return [format_pair(c.question, c.rationale, c.gold, "cot", kind) for c in kept]
 
 
 def review(

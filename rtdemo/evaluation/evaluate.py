@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from rtdemo.curation.curate import StudentKind, format_pair
+from rtdemo.curation.curate import format_pair
+from rtdemo.students.loading import STUDENT_KINDS, StudentKind, load_student
 from rtdemo.tasks.cleansing import Metrics, Verdict, judge, metrics
 from rtdemo.tasks.types import AnswerFormat, Example
 
@@ -34,9 +35,7 @@ if TYPE_CHECKING:
 
 StudentFormat = Literal["cot", "vanilla"]
 FinishReason = Literal["stop", "length"]
-STUDENT_KINDS: tuple[str, ...] = ("causal", "seq2seq")
 MAX_TOTAL_LENGTH = 1024  # the paper's test-time cap: prompt + answer tokens (GPT-2's positions)
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 @dataclass(frozen=True)
@@ -58,74 +57,6 @@ class GenerationStopped(Exception):
         super().__init__(f"generation stopped after {len(done)} of {total} prompts")
         self.done = done
         self.total = total
-
-
-# -- loading ----------------------------------------------------------------------------------
-
-
-def detect_kind(path: str | Path) -> StudentKind:
-    """ "seq2seq" for an encoder-decoder model folder (or a LoRA adapter on one), else "causal"."""
-    from transformers import AutoConfig
-
-    path = Path(path)
-    adapter = path / ADAPTER_CONFIG
-    if adapter.is_file():
-        config = json.loads(adapter.read_text())
-        task_type = config.get("task_type")
-        if task_type in ("CAUSAL_LM", "SEQ_2_SEQ_LM"):
-            return "seq2seq" if task_type == "SEQ_2_SEQ_LM" else "causal"
-        path = config["base_model_name_or_path"]
-    is_encoder_decoder = getattr(AutoConfig.from_pretrained(path), "is_encoder_decoder", False)
-    return "seq2seq" if is_encoder_decoder else "causal"
-
-
-def load_for_inference(
-    path: str | Path,
-    *,
-    kind: StudentKind | None = None,
-    dtype: str = "float32",
-    device: str | None = None,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, StudentKind]:
-    """A student ready to answer: model (eval mode, KV cache on), tokenizer, kind.
-
-    `path` is a model folder or Hub id, or a LoRA adapter folder (it has `adapter_config.json`),
-    which is loaded onto its base model and merged (merged weights generate faster). `kind` is
-    detected when not given. fp32 by default: greedy answers are then reproducible. Decoder-only
-    students get left padding (batched generation needs it), and EOS as pad if they have none.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
-    kind = kind or detect_kind(path)
-    if kind not in STUDENT_KINDS:
-        raise ValueError(f"unknown student kind {kind!r}; use one of {STUDENT_KINDS}")
-    torch_dtype = getattr(torch, dtype)
-    adapter = Path(path) / ADAPTER_CONFIG
-    if adapter.is_file():
-        from peft import AutoPeftModelForCausalLM, AutoPeftModelForSeq2SeqLM
-
-        auto = AutoPeftModelForSeq2SeqLM if kind == "seq2seq" else AutoPeftModelForCausalLM
-        model = auto.from_pretrained(path, dtype=torch_dtype).merge_and_unload()
-        has_tokenizer = (Path(path) / "tokenizer_config.json").is_file()
-        tokenizer_path = path if has_tokenizer else _adapter_base(adapter)
-    else:
-        auto = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
-        model = auto.from_pretrained(path, dtype=torch_dtype)
-        tokenizer_path = path
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    # Decoder-only: new tokens follow the prompt, so padding goes on the left.
-    tokenizer.padding_side = "left" if kind == "causal" else "right"
-    model.config.use_cache = True  # the trainer switches the cache off for training
-    model.generation_config.use_cache = True
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device).eval()
-    return model, tokenizer, kind
-
-
-def _adapter_base(adapter_config: Path) -> str:
-    return json.loads(adapter_config.read_text())["base_model_name_or_path"]
 
 
 # -- generation -------------------------------------------------------------------------------
@@ -337,7 +268,7 @@ def evaluate(
 
     transformers.utils.logging.disable_progress_bar()  # no bar per weight file in our logs
     began = time.perf_counter()
-    model, tokenizer, kind = load_for_inference(model_path, kind=kind)
+    model, tokenizer, kind = load_student(model_path, for_training=False, kind=kind)
     load_seconds = time.perf_counter() - began
     began = time.perf_counter()
     prompts = [student_prompt(e.question, kind) for e in examples]

@@ -101,6 +101,14 @@ def results_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def experiment_folder(store: Store, experiment: Experiment) -> Path:
+    """Where an experiment's runs and results live."""
+    base = store.workspace / "experiments"
+    if experiment.owner != "local":
+        base = base / experiment.owner
+    return base / experiment.name
+
+
 def write_results(results: dict, folder: Path) -> tuple[Path, Path]:
     """Write results.json and results.md into `folder`; return their paths."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,23 +14,24 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from rtdemo.curation.curate import curate, format_pair
+from rtdemo.curation.curate import training_records
 from rtdemo.errors import UserError
 from rtdemo.evaluation.paper_results import paper_figure
-from rtdemo.evaluation.results import teacher_metrics, write_results
+from rtdemo.evaluation.results import experiment_folder, row_of, teacher_metrics, write_results
 from rtdemo.generation.pricing import price_of, price_table
 from rtdemo.generation.run import GenerationSettings, run_generation
 from rtdemo.generation.samples import SampleKey
 from rtdemo.pipeline.recipe import PipelineConfig, RunConfig, SyntheticConfig
+from rtdemo.students.loading import student_kind
 from rtdemo.tasks import SourceOptions, get_task, load_examples
 from rtdemo.tasks.synthetic import SyntheticSettings, generate
-from rtdemo.tasks.types import AnswerFormat, Example
-from rtdemo.teachers.base import Teacher
+from rtdemo.tasks.types import Example, TaskSpec
+from rtdemo.teachers.base import Teacher, TeacherInfo
 from rtdemo.teachers.spec import KEY_ENV, TeacherSpec, build_teacher
+from rtdemo.training.recipes import settings_for
 from rtdemo.training.runs import (
     StudentRun,
     check_run_name,
@@ -39,20 +40,10 @@ from rtdemo.training.runs import (
     get_run,
     save_evaluation,
 )
+from rtdemo.training.settings import TrainSettings
 from rtdemo.workspace.store import Experiment, Store
 
-if TYPE_CHECKING:
-    from rtdemo.training.settings import TrainSettings
-
 Log = Callable[[str], None]
-
-
-def experiment_folder(store: Store, experiment: Experiment) -> Path:
-    """Where an experiment's runs and results live."""
-    base = store.workspace / "experiments"
-    if experiment.owner != "local":
-        base = base / experiment.owner
-    return base / experiment.name
 
 
 def _synthetic(key: str, cfg: SyntheticConfig, split: str) -> list[Example]:
@@ -100,17 +91,14 @@ def recipe_teacher(config: PipelineConfig) -> Teacher:
 
 
 def _generate(
-    store: Store,
-    exp: Experiment,
-    teacher: Teacher,
-    questions: list[Example],
-    settings: GenerationSettings,
-    answer: AnswerFormat,
-    log: Log,
-):
-    price = price_of(teacher.info, price_table(store.workspace))
-    stats = run_generation(store, exp, teacher, settings, questions, answer, price)
-    log(
+    stage: Stage, teacher: Teacher, questions: list[Example], settings: GenerationSettings
+) -> None:
+    """Generate what is missing of `questions` × settings.samples; refuse to go on with less."""
+    price = price_of(teacher.info, price_table(stage.store.workspace))
+    stats = run_generation(
+        stage.store, stage.exp, teacher, settings, questions, stage.task.answer, price
+    )
+    stage.log(
         f"  {stats.done}/{stats.total} samples, {stats.failed} failed, "
         f"{stats.requests} requests, ${stats.spend:.4f}"
     )
@@ -119,40 +107,11 @@ def _generate(
             f"the teacher left {stats.total - stats.done} samples unfinished "
             f"({stats.stopped or 'failures'}): run the pipeline again to continue"
         )
-    return stats
-
-
-def training_records(
-    store: Store,
-    exp: Experiment,
-    run_cfg,
-    train_q: list[Example],
-    kind: str,
-    key: SampleKey | None = None,
-) -> list[dict]:
-    """Prompt-completion pairs of a run: all gold answers (vanilla) or kept rationales (cot)."""
-    if run_cfg.format == "vanilla":
-        return [format_pair(q.question, "", q.answer, "vanilla", kind) for q in train_q]
-    ids = {(q.split, q.index) for q in train_q}
-    kept = [
-        c
-        for c in curate(
-            store,
-            exp,
-            filter_answers=run_cfg.filter_answers,
-            samples_per_question=run_cfg.diverse_samples,
-            key=key,
-        )
-        if c.kept and (c.sample.split, c.sample.idx) in ids
-    ]
-    return [format_pair(c.question, c.rationale, c.gold, "cot", kind) for c in kept]
 
 
 def check_recipe(config: PipelineConfig) -> None:
     """Refuse what can be refused before any work: a mistake in the last run's settings must not
     wait for the teacher and the first runs (minutes of training) to surface."""
-    from rtdemo.training.recipes import settings_for
-
     ev = config.evaluation
     if ev.batch_size < 1 or ev.max_total_length < 8:
         raise UserError(
@@ -168,13 +127,24 @@ def check_recipe(config: PipelineConfig) -> None:
         except UserError as err:
             raise UserError(f"run {run_cfg.name}: {err}") from None
         if run_cfg.student != "tiny":
-            kind = _kind(run_cfg.student)
+            kind = student_kind(run_cfg.student)
             if settings.kind not in ("auto", kind):
                 raise UserError(
                     f"run {run_cfg.name}: {run_cfg.student} is a {kind} model but the "
                     f"{run_cfg.recipe!r} recipe is for {settings.kind} students: use "
                     "recipe: paper, or another student"
                 )
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What every stage of one pipeline run works in: the recipe, its experiment, the log."""
+
+    config: PipelineConfig
+    task: TaskSpec
+    store: Store
+    exp: Experiment
+    log: Log
 
 
 def run_pipeline(
@@ -184,176 +154,233 @@ def run_pipeline(
     should_stop: Callable[[], bool] | None = None,
 ) -> dict:
     """Run every stage of the recipe; return the results (also written to the experiment folder)."""
-    from rtdemo.evaluation.evaluate import evaluate, save_eval
-    from rtdemo.training.recipes import settings_for
-    from rtdemo.training.trainer import train
-
     started = time.monotonic()
     task = get_task(config.task.key)
     check_recipe(config)
     with Store(workspace) as store:
-        # ---- 1. Questions ------------------------------------------------------------------
         train_q, test_q = load_questions(config)
-        try:
-            exp = store.get_experiment(config.experiment)
-        except UserError:
-            exp = store.create_experiment(
-                config.experiment, task.key, config={"recipe": asdict(config)}
-            )
-        if exp.task != task.key:
-            raise UserError(f"experiment {exp.name} is for {exp.task}, not {task.key}")
-        store.add_questions(exp.id, train_q + test_q)
-        folder = experiment_folder(store, exp)
+        exp = open_experiment(store, config, task, train_q + test_q)
+        stage = Stage(config, task, store, exp, log)
         log(f"[1/5] {len(train_q)} training and {len(test_q)} test questions of {task.name}")
-
-        # ---- 2. Teacher rationales for the training questions ------------------------------
         teacher = recipe_teacher(config)
-        t = config.teacher
-        cot_runs = [r for r in config.runs if r.format == "cot"]
-        d = max([r.diverse_samples for r in cot_runs] + [t.samples]) if cot_runs else 0
-        train_key = None
-        if d:
-            log(f"[2/5] teacher: {teacher.info.label or teacher.info.model}, D={d}")
-            settings = GenerationSettings(
-                samples=d,
-                temperature=t.temperature if d > 1 or t.temperature else 0.0,
-                max_tokens=t.max_tokens,
-                concurrency=t.concurrency,
-                rpm=t.rpm,
-                budget=t.budget,
-            )
-            _generate(store, exp, teacher, train_q, settings, task.answer, log)
-            # Students learn from this recipe's teacher setting only, whatever else is stored.
-            train_key = SampleKey.of(teacher.info, settings.temperature, settings.max_tokens)
-
-        # ---- 3. The teacher on the test split (greedy, D=1) ---------------------------------
+        train_key = teacher_rationales(stage, teacher, train_q)
         teacher_result = None
-        if t.evaluate_on_test:
-            log("[3/5] teacher on the test split (greedy, one sample)")
-            teacher = recipe_teacher(config)
-            greedy = GenerationSettings(
-                max_tokens=t.max_tokens, concurrency=t.concurrency, rpm=t.rpm, budget=t.budget
-            )
-            _generate(store, exp, teacher, test_q, greedy, task.answer, log)
-            teacher_result = teacher_metrics(store, exp, teacher.info, greedy, task.answer)
-            if teacher_result is not None:  # no finished greedy sample: "not measured"
-                save_evaluation(store, exp, "teacher", "test", teacher_result, None)
-
-        # ---- 4. Students: train and evaluate each run --------------------------------------
-        rows = []
-        for i, run_cfg in enumerate(config.runs, start=1):
-            if should_stop and should_stop():
-                raise UserError("cancelled: run the pipeline again to continue")
-            settings = settings_for(run_cfg.student, run_cfg.recipe, run_cfg.train)
-            kind = "causal" if run_cfg.student == "tiny" else _kind(run_cfg.student)
-            records = training_records(store, exp, run_cfg, train_q, kind, train_key)
-            if not records:
-                raise UserError(
-                    f"run {run_cfg.name} has no kept samples to train on: lower the "
-                    "teacher's error rate, review samples, or use more questions"
-                )
-            log(
-                f"[4/5] run {i}/{len(config.runs)} {run_cfg.name}: {run_cfg.format}, "
-                f"{len(records)} examples, student {run_cfg.student}"
-            )
-            run = _existing_run(store, exp, run_cfg, settings, len(records))
-            if run is None:
-                run = create_run(
-                    store,
-                    exp,
-                    run_cfg.name,
-                    run_cfg.format,
-                    run_cfg.diverse_samples,
-                    run_cfg.student,
-                    settings.method,
-                    len(records),
-                    asdict(settings),
-                )
-                result = train(
-                    records,
-                    settings,
-                    run.output_dir,
-                    resume=True,
-                    on_progress=_train_log(log),
-                    should_stop=should_stop,
-                )
-                if result.stopped:
-                    raise UserError(
-                        f"cancelled while training {run.name} at step {result.global_step}: "
-                        "run the pipeline again to continue from its last checkpoint"
-                    )
-                run = finish_run(store, run, asdict(result))
-            else:
-                log("  already trained: evaluating it again")
-            ev = evaluate(
-                run.output_dir / "final",
-                test_q,
-                task.answer,
-                run_cfg.format,
-                batch_size=config.evaluation.batch_size,
-                max_total_length=config.evaluation.max_total_length,
-            )
-            save_eval(ev, run.output_dir / "evaluation")
-            metrics = ev.metrics.to_dict()
-            save_evaluation(
-                store,
-                exp,
-                run.name,
-                "test",
-                metrics,
-                run.output_dir / "evaluation" / "predictions.jsonl",
-                run,
-            )
-            log(f"  accuracy {metrics['accuracy']:.1%} on {len(test_q)} test questions")
-            row = (
-                "vanilla"
-                if run_cfg.format == "vanilla"
-                else ("diverse" if run_cfg.diverse_samples > 1 else "cot")
-            )
-            rows.append(
-                {
-                    "name": run.name,
-                    "format": run.format,
-                    "diverse_samples": run.diverse_samples,
-                    "train_examples": run.train_examples,
-                    "student": run.student,
-                    "method": run.method,
-                    "train_seconds": run.result.get("train_seconds"),
-                    "global_step": run.result.get("global_step"),
-                    "precision": run.result.get("precision"),
-                    "selection": run.result.get("selection", "last checkpoint"),
-                    "metrics": {
-                        k: metrics[k]
-                        for k in ("accuracy", "contains_answer", "correct_format", "complete")
-                    },
-                    "paper": paper_figure(task.key, row, run.student, _paper_source(config)),
-                }
-            )
-
-        # ---- 5. Results ---------------------------------------------------------------------
-        results = {
-            "experiment": exp.name,
-            "task": task.key,
-            "wall_seconds": round(time.monotonic() - started, 1),
-            "teacher": {
-                "label": teacher.info.label or teacher.info.model,
-                "model": teacher.info.model,
-                "accuracy": teacher_result["accuracy"] if teacher_result else None,
-                "metrics": teacher_result,
-                "paper": paper_figure(
-                    task.key,
-                    "teacher",
-                    None,
-                    _paper_source(config, test_only=True),
-                    teacher.info.model,
-                ),
-            },
-            "test_questions": len(test_q),
-            "runs": rows,
-        }
-        paths = write_results(results, folder)
+        if config.teacher.evaluate_on_test:
+            teacher, teacher_result = teacher_on_test(stage, test_q)
+        rows = [
+            student_run(stage, i, run_cfg, train_q, test_q, train_key, should_stop)
+            for i, run_cfg in enumerate(config.runs, start=1)
+        ]
+        results = pipeline_results(stage, teacher.info, teacher_result, rows, len(test_q), started)
+        paths = write_results(results, experiment_folder(store, exp))
         log(f"[5/5] results written to {paths[0]} and {paths[1]}")
         return results
+
+
+def open_experiment(
+    store: Store, config: PipelineConfig, task: TaskSpec, questions: list[Example]
+) -> Experiment:
+    """Stage 1: the recipe's experiment (created on the first run) with its questions stored."""
+    try:
+        exp = store.get_experiment(config.experiment)
+    except UserError:
+        exp = store.create_experiment(
+            config.experiment, task.key, config={"recipe": asdict(config)}
+        )
+    if exp.task != task.key:
+        raise UserError(f"experiment {exp.name} is for {exp.task}, not {task.key}")
+    store.add_questions(exp.id, questions)
+    return exp
+
+
+def teacher_rationales(stage: Stage, teacher: Teacher, train_q: list[Example]) -> SampleKey | None:
+    """Stage 2: the teacher's rationales for the training questions, D per question (the most
+    any cot run uses); the key of this teacher setting, or None when no run needs rationales."""
+    t = stage.config.teacher
+    cot_runs = [r for r in stage.config.runs if r.format == "cot"]
+    d = max([r.diverse_samples for r in cot_runs] + [t.samples]) if cot_runs else 0
+    if not d:
+        return None
+    stage.log(f"[2/5] teacher: {teacher.info.label or teacher.info.model}, D={d}")
+    settings = GenerationSettings(
+        samples=d,
+        temperature=t.temperature if d > 1 or t.temperature else 0.0,
+        max_tokens=t.max_tokens,
+        concurrency=t.concurrency,
+        rpm=t.rpm,
+        budget=t.budget,
+    )
+    _generate(stage, teacher, train_q, settings)
+    # Students learn from this recipe's teacher setting only, whatever else is stored.
+    return SampleKey.of(teacher.info, settings.temperature, settings.max_tokens)
+
+
+def teacher_on_test(stage: Stage, test_q: list[Example]) -> tuple[Teacher, dict | None]:
+    """Stage 3: a fresh teacher on the test split (greedy, D=1); it and its metrics (None when
+    no greedy sample finished: "not measured")."""
+    stage.log("[3/5] teacher on the test split (greedy, one sample)")
+    t = stage.config.teacher
+    teacher = recipe_teacher(stage.config)
+    greedy = GenerationSettings(
+        max_tokens=t.max_tokens, concurrency=t.concurrency, rpm=t.rpm, budget=t.budget
+    )
+    _generate(stage, teacher, test_q, greedy)
+    result = teacher_metrics(stage.store, stage.exp, teacher.info, greedy, stage.task.answer)
+    if result is not None:
+        save_evaluation(stage.store, stage.exp, "teacher", "test", result, None)
+    return teacher, result
+
+
+def student_run(
+    stage: Stage,
+    i: int,
+    run_cfg: RunConfig,
+    train_q: list[Example],
+    test_q: list[Example],
+    train_key: SampleKey | None,
+    should_stop: Callable[[], bool] | None,
+) -> dict:
+    """Stage 4, run `i` of the recipe: train the student (unless trained), evaluate it on the
+    test questions; its row of the results."""
+    if should_stop and should_stop():
+        raise UserError("cancelled: run the pipeline again to continue")
+    settings = settings_for(run_cfg.student, run_cfg.recipe, run_cfg.train)
+    kind = "causal" if run_cfg.student == "tiny" else student_kind(run_cfg.student)
+    records = training_records(stage.store, stage.exp, run_cfg, train_q, kind, train_key)
+    if not records:
+        raise UserError(
+            f"run {run_cfg.name} has no kept samples to train on: lower the "
+            "teacher's error rate, review samples, or use more questions"
+        )
+    stage.log(
+        f"[4/5] run {i}/{len(stage.config.runs)} {run_cfg.name}: {run_cfg.format}, "
+        f"{len(records)} examples, student {run_cfg.student}"
+    )
+    run = train_student(stage, run_cfg, settings, records, should_stop)
+    metrics = evaluate_student(stage, run, run_cfg, test_q)
+    return run_row(stage, run, run_cfg, metrics)
+
+
+def train_student(
+    stage: Stage,
+    run_cfg: RunConfig,
+    settings: TrainSettings,
+    records: list[dict],
+    should_stop: Callable[[], bool] | None,
+) -> StudentRun:
+    """Train the run on `records`, or reuse it if the recipe's run is already trained."""
+    from rtdemo.training.trainer import train  # the training stack: only when a run trains
+
+    run = _existing_run(stage.store, stage.exp, run_cfg, settings, len(records))
+    if run is not None:
+        stage.log("  already trained: evaluating it again")
+        return run
+    run = create_run(
+        stage.store,
+        stage.exp,
+        run_cfg.name,
+        run_cfg.format,
+        run_cfg.diverse_samples,
+        run_cfg.student,
+        settings.method,
+        len(records),
+        asdict(settings),
+    )
+    result = train(
+        records,
+        settings,
+        run.output_dir,
+        resume=True,
+        on_progress=_train_log(stage.log),
+        should_stop=should_stop,
+    )
+    if result.stopped:
+        raise UserError(
+            f"cancelled while training {run.name} at step {result.global_step}: "
+            "run the pipeline again to continue from its last checkpoint"
+        )
+    return finish_run(stage.store, run, asdict(result))
+
+
+def evaluate_student(
+    stage: Stage, run: StudentRun, run_cfg: RunConfig, test_q: list[Example]
+) -> dict:
+    """The trained run on the test questions: its metrics, saved with its predictions."""
+    from rtdemo.evaluation.evaluate import evaluate, save_eval  # only when a run is evaluated
+
+    ev = evaluate(
+        run.output_dir / "final",
+        test_q,
+        stage.task.answer,
+        run_cfg.format,
+        batch_size=stage.config.evaluation.batch_size,
+        max_total_length=stage.config.evaluation.max_total_length,
+    )
+    save_eval(ev, run.output_dir / "evaluation")
+    metrics = ev.metrics.to_dict()
+    save_evaluation(
+        stage.store,
+        stage.exp,
+        run.name,
+        "test",
+        metrics,
+        run.output_dir / "evaluation" / "predictions.jsonl",
+        run,
+    )
+    stage.log(f"  accuracy {metrics['accuracy']:.1%} on {len(test_q)} test questions")
+    return metrics
+
+
+def run_row(stage: Stage, run: StudentRun, run_cfg: RunConfig, metrics: dict) -> dict:
+    """A student run's entry in results.json."""
+    row = row_of(run_cfg.format, run_cfg.diverse_samples)
+    return {
+        "name": run.name,
+        "format": run.format,
+        "diverse_samples": run.diverse_samples,
+        "train_examples": run.train_examples,
+        "student": run.student,
+        "method": run.method,
+        "train_seconds": run.result.get("train_seconds"),
+        "global_step": run.result.get("global_step"),
+        "precision": run.result.get("precision"),
+        "selection": run.result.get("selection", "last checkpoint"),
+        "metrics": {
+            k: metrics[k] for k in ("accuracy", "contains_answer", "correct_format", "complete")
+        },
+        "paper": paper_figure(stage.task.key, row, run.student, _paper_source(stage.config)),
+    }
+
+
+def pipeline_results(
+    stage: Stage,
+    teacher: TeacherInfo,
+    teacher_result: dict | None,
+    rows: list[dict],
+    test_questions: int,
+    started: float,
+) -> dict:
+    """Stage 5: results.json's content: the teacher and every run side by side."""
+    return {
+        "experiment": stage.exp.name,
+        "task": stage.task.key,
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "teacher": {
+            "label": teacher.label or teacher.model,
+            "model": teacher.model,
+            "accuracy": teacher_result["accuracy"] if teacher_result else None,
+            "metrics": teacher_result,
+            "paper": paper_figure(
+                stage.task.key,
+                "teacher",
+                None,
+                _paper_source(stage.config, test_only=True),
+                teacher.model,
+            ),
+        },
+        "test_questions": test_questions,
+        "runs": rows,
+    }
 
 
 def _paper_source(config: PipelineConfig, test_only: bool = False) -> str | None:
@@ -403,12 +430,6 @@ def _existing_run(
     return run
 
 
-def _kind(student: str) -> str:
-    from rtdemo.students.loading import student_kind
-
-    return student_kind(student)
-
-
 def _train_log(log: Log) -> Callable[[dict], None]:
     last = [0.0]
 
@@ -423,8 +444,3 @@ def _train_log(log: Log) -> Callable[[dict], None]:
             log(f"  step {p.get('step')}/{p.get('total')} loss {loss_text} eta {eta_text}")
 
     return show
-
-
-def results_json(path: Path) -> dict:
-    """Read a results.json back."""
-    return json.loads(Path(path).read_text())

@@ -27,7 +27,7 @@ from typing import Any
 from rtdemo.curation.curate import Curated, curate, format_pair, review_counts
 from rtdemo.errors import UserError
 from rtdemo.generation.samples import load_samples
-from rtdemo.students.loading import ADAPTER_CONFIG, StudentKind, _looks_like_path
+from rtdemo.students.loading import ADAPTER_CONFIG, StudentKind, _looks_like_path, student_kind
 from rtdemo.training.runs import StudentRun
 from rtdemo.workspace.store import Experiment, Store
 
@@ -98,10 +98,8 @@ def final_dir(run: StudentRun) -> Path:
 
 def model_plan(run: StudentRun, merged: bool = False) -> ModelPlan:
     """Adapter or full weights for `run` (`merged` forces full weights); reads no weights."""
-    from rtdemo.evaluation.evaluate import detect_kind
-
     folder = final_dir(run)
-    kind = detect_kind(folder)
+    kind = student_kind(folder)
     adapter_config = folder / ADAPTER_CONFIG
     if adapter_config.is_file():
         base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
@@ -204,7 +202,10 @@ def write_model(run: StudentRun, plan: ModelPlan, folder: Path) -> list[str]:
         from rtdemo.students.loading import load_student
 
         transformers.utils.logging.disable_progress_bar()
-        model, tokenizer, kind = load_student(source, for_training=False)  # merges an adapter
+        # Merges an adapter; keeps the checkpoint's dtype, on the CPU.
+        model, tokenizer, kind = load_student(
+            source, for_training=False, dtype="auto", device="cpu"
+        )
         generation_settings(model, tokenizer, kind)
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)

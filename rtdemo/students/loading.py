@@ -5,6 +5,9 @@ the Hugging Face cache and a local folder behave the same:
 
     kind = student_kind("google/flan-t5-base")            # "seq2seq" (from the config alone)
     model, tokenizer, kind = load_student("gpt2", for_training=True)
+    model, tokenizer, kind = load_student("runs/cot/final", for_training=False)  # to answer
+
+This is the one loader: training, evaluation, Chat and publishing all load through it.
 
 The tiny offline student needs nothing from the network: a GPT-2-architecture model with random
 weights (about 0.9M parameters at the defaults) and a byte-level tokenizer (256 byte tokens plus
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 StudentKind = Literal["causal", "seq2seq"]
+STUDENT_KINDS: tuple[StudentKind, ...] = ("causal", "seq2seq")
 
 TINY_EOS, TINY_PAD = "<|endoftext|>", "<|pad|>"  # ids 256 and 257; bytes keep ids 0-255
 ADAPTER_CONFIG = "adapter_config.json"
@@ -174,12 +178,18 @@ def build_tiny_student(
     return folder
 
 
-def _adapter_base(folder: Path) -> str | None:
-    """The base model a LoRA adapter folder was trained on, or None for a plain model folder."""
+def _adapter_config(folder: Path) -> dict[str, Any] | None:
+    """A LoRA adapter folder's `adapter_config.json`, or None for a plain model folder."""
     path = folder / ADAPTER_CONFIG
     if not path.is_file():
         return None
-    return json.loads(path.read_text())["base_model_name_or_path"]
+    return json.loads(path.read_text())
+
+
+def _adapter_base(folder: Path) -> str | None:
+    """The base model a LoRA adapter folder was trained on, or None for a plain model folder."""
+    config = _adapter_config(folder)
+    return None if config is None else config["base_model_name_or_path"]
 
 
 def _looks_like_path(name: str) -> bool:
@@ -233,12 +243,19 @@ def _resolve(name_or_path: str | Path) -> tuple[str, str | None]:
 def student_kind(name_or_path: str | Path) -> StudentKind:
     """ "causal" (decoder-only) or "seq2seq" (encoder-decoder), read from the student's config.
 
-    Reads only `config.json` (of the base model, for a LoRA adapter folder): no weights.
+    Reads only `config.json` (of the base model, for a LoRA adapter folder whose
+    `adapter_config.json` does not name its task type): no weights.
     Raises UserError for a missing folder or a Hub id that cannot be loaded here.
     """
     from transformers import AutoConfig
 
-    name, _ = _resolve(name_or_path)
+    given = str(name_or_path)
+    _check_folder(given)
+    if _looks_like_path(given):  # an adapter that names its task needs no base model here
+        task_type = (_adapter_config(Path(given).expanduser()) or {}).get("task_type")
+        if task_type in ("CAUSAL_LM", "SEQ_2_SEQ_LM"):
+            return "seq2seq" if task_type == "SEQ_2_SEQ_LM" else "causal"
+    name, _ = _resolve(given)
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as err:
@@ -247,26 +264,42 @@ def student_kind(name_or_path: str | Path) -> StudentKind:
 
 
 def load_student(
-    name_or_path: str | Path, *, for_training: bool
+    name_or_path: str | Path,
+    *,
+    for_training: bool,
+    kind: StudentKind | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, StudentKind]:
-    """The student's model, tokenizer and kind, through `from_pretrained`.
+    """The student's model, tokenizer and kind, through `from_pretrained`: for training, or
+    (`for_training=False`) ready to answer.
 
-    - A causal tokenizer without a pad token gets pad = EOS (the trainer still trains the final
-      EOS: its labels come from the completion mask, not from the padding).
+    - `kind` is read from the config (`student_kind`) when not given.
+    - A tokenizer without a pad token gets pad = EOS (the trainer still trains the final EOS: its
+      labels come from the completion mask, not from the padding).
     - Decoder-only tokenizers pad on the left, as batched generation needs (training pads on
-      its own, on the right).
-    - A LoRA adapter folder (a LoRA run's `final/`) loads its base model with the adapter applied;
-      for inference (`for_training=False`) the adapter is merged into the base weights.
-    - `for_training=False` puts the model in eval mode with the generation cache on.
+      its own, on the right); seq2seq ones on the right.
+    - A LoRA adapter folder (a LoRA run's `final/`) loads its base model with the adapter applied
+      (the adapter folder's tokenizer, else the base's); for inference the adapter is merged into
+      the base weights (merged weights generate faster).
+    - For inference the model is in eval mode with the generation cache on (the trainer switches
+      it off), in fp32 unless `dtype` says otherwise (greedy answers are then reproducible), on
+      `device` (default: CUDA when there is one, else the CPU). For training, `dtype` and
+      `device` default to `from_pretrained`'s own (the checkpoint's dtype, the CPU).
     """
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     base, adapter = _resolve(name_or_path)
-    kind = student_kind(base)
+    kind = kind or student_kind(name_or_path)
+    if kind not in STUDENT_KINDS:
+        raise ValueError(f"unknown student kind {kind!r}; use one of {STUDENT_KINDS}")
     auto = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
+    if dtype is None and not for_training:
+        dtype = "float32"
+    has_tokenizer = adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(adapter or base)
-        model: Any = auto.from_pretrained(base)
+        tokenizer = AutoTokenizer.from_pretrained(adapter if has_tokenizer else base)
+        model: Any = auto.from_pretrained(base, **({"dtype": dtype} if dtype else {}))
     except (OSError, ValueError) as err:
         raise _load_error(base, err) from None
     if adapter is not None:
@@ -275,13 +308,19 @@ def load_student(
         model = PeftModel.from_pretrained(model, adapter, is_trainable=for_training)
         if not for_training:
             model = model.merge_and_unload()
-    if kind == "causal":
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        tokenizer.padding_side = "left"
-        if model.generation_config.pad_token_id is None:
-            model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left" if kind == "causal" else "right"
+    if kind == "causal" and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
     if not for_training:
+        import torch
+
         model.config.use_cache = True
+        model.generation_config.use_cache = True
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device is not None:
+        model.to(device)
+    if not for_training:
         model.eval()
     return model, tokenizer, kind

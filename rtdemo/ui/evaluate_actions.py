@@ -11,31 +11,33 @@ experiment's rationales. Model output is returned as plain text cells only.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from functools import partial
 from typing import NamedTuple
 
 import pandas as pd
 
 from rtdemo.errors import UserError
+from rtdemo.evaluation.request import EvalRequest, evaluation_plan
 from rtdemo.evaluation.results import (
     TABLE_COLUMNS,
     comparison_rows,
     comparison_table,
     subject_predictions,
 )
+from rtdemo.generation.request import GenerationRequest, generation_plan
 from rtdemo.generation.samples import load_samples
+from rtdemo.jobs.plan import JobPlan
 from rtdemo.jobs.records import Job, flag_value
 from rtdemo.jobs.runner import list_jobs
 from rtdemo.tasks import get_task
-from rtdemo.teachers.spec import KEY_ENV
+from rtdemo.teachers.spec import TeacherSpec
 from rtdemo.training.runs import latest_evaluations, list_runs
 from rtdemo.ui.job_view import job_status
 from rtdemo.ui.session import ACTIVE, AppContext, cancel_current, check_owner
 from rtdemo.workspace.store import Experiment, Store
 
 PREDICTION_COLUMNS = ["#", "correct", "question", "gold answer", "prediction", "output"]
-# Flags of the Teacher tab's generation that the teacher's test-split run sets itself (or drops:
-# the whole test snapshot, and the owner and workspace `start_command` adds).
-_REPLACED = ("--split", "--samples", "--temperature", "--limit", "--workspace", "--owner")
 
 
 def _is_eval_job(job: Job) -> bool:
@@ -87,9 +89,11 @@ def start_evaluation(
     size = int(batch_size or 0), int(max_total_length or 0)
     started: list[str] = []
     for run in picked:
-        argv = ["evaluate", "--experiment", exp.name, "--run", run, "--batch-size", str(size[0])]
         try:
-            job = ctx.start_command(owner, [*argv, "--max-total-length", str(size[1])])
+            request = EvalRequest(exp.name, run, "test", *size)
+            job = ctx.start(
+                owner, request.argv(), partial(evaluation_plan, request=request, owner=owner)
+            )
         except UserError as err:
             if not started:
                 raise
@@ -98,10 +102,10 @@ def start_evaluation(
     return "Evaluating " + "; ".join(started) + "."
 
 
-def teacher_argv(store: Store, owner: str, exp: Experiment) -> tuple[list[str], bool]:
-    """The `rtdemo generate` arguments that run the experiment's teacher greedily on its test
-    snapshot, and whether it needs an API key. The teacher is the one of the newest train-split
-    generation job (the Teacher tab's), else the built-in teacher that wrote the stored rationales.
+def teacher_request(store: Store, owner: str, exp: Experiment) -> tuple[GenerationRequest, bool]:
+    """The generation that runs the experiment's teacher greedily on its test snapshot, and
+    whether it needs an API key. The teacher is the one of the newest train-split generation job
+    (the Teacher tab's), else the built-in teacher that wrote the stored rationales.
     """
     if not store.count_questions(exp.id, "test"):
         raise UserError(f"experiment {exp.name} has no test questions to evaluate on")
@@ -111,14 +115,7 @@ def teacher_argv(store: Store, owner: str, exp: Experiment) -> tuple[list[str], 
         if j.kind == "generate" and flag_value(j.argv, "--split") in (None, "train")
     ]
     if jobs:
-        base, skip = [], False
-        for token in jobs[0].argv:
-            if skip:
-                skip = False
-            elif token in _REPLACED:
-                skip = True
-            elif not token.startswith(tuple(f"{f}=" for f in _REPLACED)):
-                base.append(token)
+        request = GenerationRequest.from_argv(jobs[0].argv)
         needs_key = bool(jobs[0].env_names)
     else:
         samples = load_samples(store, exp.id, split="train")
@@ -128,13 +125,15 @@ def teacher_argv(store: Store, owner: str, exp: Experiment) -> tuple[list[str], 
                 "no teacher to run here: generate rationales in the Teacher tab first (or run "
                 "your teacher there on the test split: 1 sample, temperature 0)"
             )
-        rate = sorted(models)[0].removeprefix("builtin-err")
-        base = ["generate", "--experiment", exp.name, "--stored-questions"]
-        base += [*exp.config.get("source_argv", []), "--teacher", "builtin", "--error-rate", rate]
-        needs_key = False
-    if "--stored-questions" not in base:  # the snapshot's test questions, never a reloaded source
-        base.append("--stored-questions")
-    return [*base, "--split", "test", "--samples", "1", "--temperature", "0"], needs_key
+        rate = float(sorted(models)[0].removeprefix("builtin-err"))
+        request = GenerationRequest(
+            exp.name,
+            TeacherSpec("builtin", error_rate=rate),
+            source_argv=tuple(exp.config.get("source_argv", [])),
+        )
+    greedy = replace(request.settings, samples=1, temperature=0.0)
+    # The snapshot's whole test split, never a reloaded source.
+    return replace(request, split="test", limit=None, settings=greedy), needs_key
 
 
 def evaluate_teacher(
@@ -144,16 +143,22 @@ def evaluate_teacher(
     owner = check_owner(owner)
     with ctx.store() as store:
         exp = ctx.experiment(store, owner, experiment)
-        argv, needs_key = teacher_argv(store, owner, exp)
+        request, needs_key = teacher_request(store, owner, exp)
         tests = store.count_questions(exp.id, "test")
-    if needs_key and not (api_key or "").strip():
+    key = (api_key or "").strip()
+    if needs_key and not key:
         raise UserError(
             "this teacher needs its API key: type it in **Teacher API key** (used for this job "
             "only, never stored)"
         )
     ctx.quotas.check_samples(owner, tests, 1)
-    secrets = {KEY_ENV: api_key.strip()} if needs_key else None
-    job = ctx.start_command(owner, argv, secrets_env=secrets)
+
+    def plan(store: Store) -> JobPlan:
+        return generation_plan(
+            store, request, owner, api_key=key if needs_key else None, app_key=needs_key
+        )
+
+    job = ctx.start(owner, request.argv(), plan)
     return f"Teacher on {tests} test questions: job {job.id} {job.status}."
 
 

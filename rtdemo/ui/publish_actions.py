@@ -2,8 +2,8 @@
 
 Plain functions over the core (no Gradio; the tests call them directly) that raise `UserError` for
 what a user can fix; `publish_tab.py` lays out the tab and wires them. Every start goes through
-`rtdemo push --background` itself (`AppContext.start_command`), so its checks (repo ids, a run
-without a model, no kept rationales, no token) fail in the tab before any job exists.
+`push_plan`, as `rtdemo push --background` does, so its checks (repo ids, a run without a model,
+no kept rationales, no token) fail in the tab before any job exists.
 
 The token: on Spaces, the signed-in user's own (OAuth, scope contribute-repos) or one typed in the
 tab — never the Space's `HF_TOKEN`, which belongs to whoever hosts it; elsewhere (one person on
@@ -16,14 +16,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
-from rtdemo.cli.push import RESULT_NAME, TOKEN_ENV
 from rtdemo.errors import UserError
 from rtdemo.jobs.files import last_progress
 from rtdemo.jobs.records import Job
 from rtdemo.jobs.runner import list_jobs
-from rtdemo.publishing.push import DATASET_SUFFIX
+from rtdemo.publishing.push import DATASET_SUFFIX, PushRequest
+from rtdemo.publishing.request import RESULT_NAME, TOKEN_ENV, push_argv, push_plan
 from rtdemo.training.runs import list_runs
 from rtdemo.ui.job_view import job_status
 from rtdemo.ui.session import ACTIVE, AppContext, cancel_current, check_owner, cli_text
@@ -77,24 +78,31 @@ class PublishForm:
             }
         )
 
-    def argv(self, experiment: str, endpoint: str | None, dry_run: bool = False) -> list[str]:
-        """The `rtdemo push` arguments of the form."""
+    def request(self, experiment: str, endpoint: str | None) -> PushRequest:
+        """The `PushRequest` of the form (repo ids checked)."""
         if self.what not in WHAT:
             raise UserError(f"choose what to publish: {', '.join(WHAT)}")
         if not self.repo_id:
             raise UserError("type the repo id to publish to: OWNER/NAME, e.g. your-name/letters")
-        argv = ["push", "--experiment", experiment, "--repo-id", self.repo_id]
-        argv += ["--what", WHAT[self.what]]
-        if self.run and WHAT[self.what] != "dataset":
-            argv += ["--run", self.run]
-        if self.dataset_repo_id and WHAT[self.what] == "both":
-            argv += ["--dataset-repo-id", self.dataset_repo_id]
-        argv += ["--public"] if self.visibility == "public" else ["--private"]
-        argv += ["--license", self.license]
-        argv += ["--merged"] if self.merged else []
-        argv += ["--all-samples"] if self.all_samples and WHAT[self.what] != "model" else []
-        argv += ["--endpoint", endpoint] if endpoint else []
-        return argv + (["--dry-run"] if dry_run else [])
+        what = WHAT[self.what]
+        request = PushRequest(
+            experiment=experiment,
+            repo_id=self.repo_id,
+            run=self.run if self.run and what != "dataset" else None,
+            what=what,  # type: ignore[arg-type]
+            dataset_repo_id=self.dataset_repo_id if what == "both" else None,
+            merged=self.merged,
+            private=self.visibility != "public",
+            license=self.license,
+            all_samples=self.all_samples and what != "model",
+            endpoint=endpoint,
+        )
+        request.targets()
+        return request
+
+    def argv(self, experiment: str, endpoint: str | None, dry_run: bool = False) -> list[str]:
+        """The `rtdemo push` arguments of the form."""
+        return push_argv(self.request(experiment, endpoint), dry_run)
 
 
 def hub_endpoint() -> str | None:
@@ -167,9 +175,9 @@ def start_publish(
         busy = [j for j in _push_jobs(store, owner, exp.id) if j.status in ACTIVE]
     if busy:
         raise UserError(f"job {busy[0].id} is publishing already: wait for it, or press Cancel")
-    argv = form.argv(exp.name, hub_endpoint(), dry_run)
-    secrets = None if dry_run else {TOKEN_ENV: token or ""}
-    job = ctx.start_command(owner, argv, secrets)
+    request = form.request(exp.name, hub_endpoint())
+    plan = partial(push_plan, request=request, owner=owner, token=token or None, dry_run=dry_run)
+    job = ctx.start(owner, push_argv(request, dry_run), plan)
     what = "Preview (dry run)" if dry_run else "Publishing"
     return f"{what}: job {job.id} started.", publish_command(exp.name, form)
 

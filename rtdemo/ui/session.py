@@ -5,8 +5,9 @@ the browser (`gr.BrowserState`), so a reload keeps it and two browsers are two o
 comes back from the browser is only trusted if it has the shape of one we made (`anon-` and 16 hex
 digits): a visitor cannot claim `hf:someone`.
 
-Jobs: tabs start the same commands the CLI runs, in the background (`start_command`): the
-command's own checks run first, so bad settings fail in the tab before any job exists.
+Jobs: a tab builds its stage's typed request and starts it with `AppContext.start`, through the
+same `*_plan` function the CLI's `--background` calls (`rtdemo.jobs.plan`): its checks run first,
+so bad settings fail in the tab before any job exists.
 
 Messages: a handler's `UserError` is shown in its tab as a "⚠️ message" line (`shown_errors`).
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import wraps
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 from rtdemo.errors import UserError
 from rtdemo.hosting.access import check_command
 from rtdemo.hosting.quotas import LOGGED_IN_PREFIX, Quotas
+from rtdemo.jobs.plan import JobPlan, start_plan
 from rtdemo.jobs.records import Job
 from rtdemo.jobs.runner import cancel_job, list_jobs
 from rtdemo.workspace.store import Experiment, Store, workspace_path
@@ -90,37 +92,22 @@ class AppContext:
                 return job
         return None
 
-    def start_command(
-        self,
-        owner: str,
-        argv: Sequence[str],
-        secrets_env: Mapping[str, str] | None = None,
+    def start(
+        self, owner: str | None, argv: Sequence[str], plan: Callable[[Store], JobPlan]
     ) -> Job:
-        """Run `rtdemo <argv> --background` for `owner` in-process and return the job it started.
+        """Plan and start a stage's job for `owner`; return it.
 
-        The command checks its settings before starting anything (a `UserError` then). What the
-        host allows (`rtdemo.hosting.access`) and the owner's running-jobs quota are checked first.
-        `secrets_env` (e.g. an API key) goes only to the job's environment; it is never part of
-        the argv, the store or a file.
+        `argv` is the job's command line as the request describes it (`request.argv()`): what
+        the host allows (`rtdemo.hosting.access`) is checked on it before anything touches the
+        disk or the network, then the owner's running-jobs quota, then `plan(store)` validates
+        the request (a `UserError` before any job exists). Secrets travel in the plan's `env`
+        to the job's environment only, never in its command line, the store or a file.
         """
-        from rtdemo.cli.main import build_parser
-
         owner = check_owner(owner)
         check_command(argv)  # the server's own network and disk, if the host forbids them
         with self.store() as store:
             self.quotas.check_running(owner, len(self.active_jobs(store, owner)))
-        full = [*argv, "--workspace", str(self.workspace), "--owner", owner, "--background"]
-        try:
-            args = build_parser().parse_args(full)
-        except SystemExit:  # argparse printed why; the tabs build argv, so this is our bug
-            raise UserError(f"could not start: bad command line {' '.join(argv)!r}") from None
-        args.argv = full
-        args.secret_env = dict(secrets_env or {})
-        args.func(args)
-        job = getattr(args, "started", None)
-        if job is None:
-            raise UserError(f"the command {argv[0]!r} cannot run as a background job")
-        return job
+            return start_plan(store, plan(store), owner)
 
 
 def cancel_current(store: Store, owner: str, jobs: Sequence[Job], nothing: str) -> list[Job]:

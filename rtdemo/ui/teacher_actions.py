@@ -3,9 +3,9 @@
 Plain functions `(ctx, owner, experiment_name, ...)` over the core (no Gradio) that raise
 `UserError` for what a user can fix; `teacher_tab.py` lays out the tab and shows those as a "⚠️"
 line. Generation runs as the `rtdemo generate` command in a background job
-(`AppContext.start_command`), on exactly the questions the experiment snapshotted
-(`--stored-questions`). An API key reaches the job through its environment only (never argv, the
-store, a file or a log); a resume asks for it again.
+(`GenerationRequest` → `generation_plan`, as `rtdemo generate --background`), on exactly the
+questions the experiment snapshotted (`--stored-questions`). An API key reaches the job through
+its environment only (never argv, the store, a file or a log); a resume asks for it again.
 """
 
 from __future__ import annotations
@@ -14,15 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rtdemo.cli.generate import estimate_of
 from rtdemo.errors import UserError
+from rtdemo.generation.request import GenerationRequest, generation_plan, stored_questions
+from rtdemo.generation.request import estimate_generation as estimate
+from rtdemo.generation.run import GenerationSettings
 from rtdemo.generation.samples import load_samples
+from rtdemo.hosting.access import check_command
+from rtdemo.jobs.plan import JobPlan
 from rtdemo.jobs.records import Job
 from rtdemo.jobs.runner import cancel_job, resume_job
-from rtdemo.teachers.spec import KEY_ENV
+from rtdemo.teachers.spec import KEY_ENV, TeacherSpec
 from rtdemo.ui.job_view import job_status
 from rtdemo.ui.session import ACTIVE, AppContext, check_owner, cli_text, keep_upload
-from rtdemo.workspace.store import Experiment
+from rtdemo.workspace.store import Experiment, Store
 
 KINDS = ["generate"]
 
@@ -58,32 +62,39 @@ class TeacherChoice:
     budget: float | None = None  # USD; None or 0 = no budget
     limit: int = 0  # the first N questions of the split; 0 = all
 
-    def argv(self, exp: Experiment, replay: Path | None = None) -> list[str]:
-        """The `rtdemo generate` arguments: no key, workspace or owner (the session adds those)."""
+    def request(self, exp: Experiment, replay: Path | None = None) -> GenerationRequest:
+        """The `GenerationRequest` of these settings on the experiment's stored questions."""
         if self.teacher in ("openai", "hf") and not self.model.strip():
             raise UserError("type the teacher's model name (a model id, or a folder for local)")
         if self.teacher == "replay" and replay is None:
             raise UserError("upload a completion file to replay (the paper's or an export)")
+        teacher = TeacherSpec(
+            kind=self.teacher,  # type: ignore[arg-type]
+            base_url=self.base_url.strip() or None if self.teacher == "openai" else None,
+            model=self.model.strip() or None if self.teacher in ("openai", "hf") else None,
+            mode=self.mode,  # type: ignore[arg-type]
+            replay_files=(replay,) if replay is not None else (),
+        )
+        settings = GenerationSettings(
+            samples=int(self.samples),
+            temperature=float(self.temperature),
+            max_tokens=int(self.max_tokens),
+            concurrency=int(self.concurrency),
+            budget=float(self.budget) if self.budget else None,
+        )
         # The snapshot's source flags only say how answers are read: nothing is reloaded.
-        argv = ["generate", "--experiment", exp.name, "--stored-questions"]
-        argv += [*exp.config.get("source_argv", []), "--split", self.split]
-        argv += ["--teacher", self.teacher]
-        if self.teacher == "openai" and self.base_url.strip():
-            argv += ["--base-url", self.base_url.strip()]
-        if self.teacher in ("openai", "hf"):
-            argv += ["--model", self.model.strip()]
-        if self.teacher == "openai":
-            argv += ["--mode", self.mode]
-        if replay is not None:
-            argv += ["--replay-file", str(replay)]
-        argv += ["--samples", str(int(self.samples)), "--temperature", f"{self.temperature:g}"]
-        argv += ["--max-tokens", str(int(self.max_tokens))]
-        argv += ["--concurrency", str(int(self.concurrency))]
-        if self.budget:
-            argv += ["--budget", f"{self.budget:g}"]
-        if self.limit:
-            argv += ["--limit", str(int(self.limit))]
-        return argv
+        return GenerationRequest(
+            experiment=exp.name,
+            teacher=teacher,
+            settings=settings,
+            split=self.split,
+            limit=int(self.limit) if self.limit else None,
+            source_argv=tuple(exp.config.get("source_argv", [])),
+        )
+
+    def argv(self, exp: Experiment, replay: Path | None = None) -> list[str]:
+        """The `rtdemo generate` arguments: no key, workspace or owner."""
+        return self.request(exp, replay).argv()
 
 
 def _secrets(choice: TeacherChoice, key: str | None) -> dict[str, str]:
@@ -103,21 +114,17 @@ def estimate_generation(
 ) -> tuple[str, str]:
     """What a generation would request and cost (nothing is requested), and its command line."""
     owner = check_owner(owner)
+    replay = Path(choice.replay_file) if choice.replay_file else None
     with ctx.store() as store:
         exp = ctx.experiment(store, owner, experiment)
-    replay = Path(choice.replay_file) if choice.replay_file else None
-    argv = choice.argv(exp, replay)
-    from rtdemo.cli.main import build_parser
-
-    args = build_parser().parse_args(
-        ["estimate", *argv[1:], "--workspace", str(ctx.workspace), "--owner", owner]
-    )
-    args.secret_env = _secrets(choice, key)  # never the server's own key
-    label, est = estimate_of(args, need_key=False)
+        request = choice.request(exp, replay)
+        check_command(request.argv())  # the server's own network and disk, if forbidden
+        questions = stored_questions(store, exp, request.split, request.limit)
+        label, est = estimate(store, exp, questions, request.teacher, request.settings)
     text = f"**Estimate** — teacher {label}: {est.describe()}"
     if choice.budget and est.cost_max is None:
         text += "\n\n⚠️ a budget needs a price for this model: add it to prices.yaml"
-    return text, _command(argv, choice)
+    return text, _command(request.argv(), choice)
 
 
 def start_generation(
@@ -137,16 +144,22 @@ def start_generation(
     ctx.quotas.check_samples(owner, questions, int(choice.samples))
     # Kept in the owner's folder: the job (and a resume) reads it after Gradio's copy is gone.
     replay = keep_upload(ctx, owner, choice.replay_file) if choice.replay_file else None
-    argv = choice.argv(exp, replay)
+    with ctx.store() as store:
+        request = choice.request(ctx.experiment(store, owner, experiment), replay)
+    key = _secrets(choice, key).get(KEY_ENV)
+
+    def plan(store: Store) -> JobPlan:
+        return generation_plan(store, request, owner, api_key=key, app_key=True)
+
     try:
-        job = ctx.start_command(owner, argv, secrets_env=_secrets(choice, key))
+        job = ctx.start(owner, request.argv(), plan)
     except ValueError as err:  # an argument that looks like a secret (a key pasted as a model)
         raise UserError(str(err)) from None
     message = (
         f"Started job {job.id}: {choice.samples} sample(s) × {questions} {choice.split} "
         "questions. It runs on the server: you may close this page and come back."
     )
-    return message, _command(argv, choice)
+    return message, _command(request.argv(), choice)
 
 
 def watch_generation(

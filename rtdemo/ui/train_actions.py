@@ -2,8 +2,8 @@
 
 Plain functions over the core (no Gradio; the tests call them directly) that raise `UserError` for
 what a user can fix; `train_tab.py` lays out the tab and wires them. Every start goes through
-`rtdemo train` itself (`AppContext.start_command`), so its checks (unknown student, batch size 0,
-no kept samples, a seq2seq student given a causal recipe) fail in the tab before any job exists.
+`training_plan`, as `rtdemo train --background` does, so its checks (unknown student, batch size
+0, no kept samples, a seq2seq student given a causal recipe) fail in the tab before any job exists.
 "both" starts two jobs: the torch queue runs them one after the other.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -20,6 +21,7 @@ from rtdemo.errors import UserError
 from rtdemo.jobs.files import read_progress
 from rtdemo.jobs.records import Job, flag_value
 from rtdemo.jobs.runner import list_jobs, resume_job
+from rtdemo.training.request import TrainRequest, training_plan
 from rtdemo.training.runs import list_runs
 from rtdemo.ui.job_view import job_status
 from rtdemo.ui.session import ACTIVE, AppContext, cancel_current, check_owner, cli_text
@@ -95,19 +97,22 @@ class TrainForm:
             **steps,
         }
 
+    def request(self, experiment: str, run: str, fmt: str) -> TrainRequest:
+        """The `TrainRequest` of one run."""
+        return TrainRequest(
+            experiment=experiment,
+            run=run,
+            format=fmt,  # type: ignore[arg-type]
+            student=self.student,
+            recipe=self.recipe,
+            diverse_samples=self.samples_per_question,
+            filter_answers=self.filter_answers,
+            overrides=self.overrides(),
+        )
+
     def argv(self, experiment: str, run: str, fmt: str) -> list[str]:
         """The `rtdemo train` arguments of one run."""
-        argv = ["train", "--experiment", experiment, "--run", run, "--format", fmt]
-        argv += ["--student", self.student, "--recipe", self.recipe, "--method", self.method]
-        argv += ["--batch-size", str(self.batch_size), "--lr", f"{self.learning_rate:g}"]
-        if self.max_steps > 0:
-            argv += ["--max-steps", str(self.max_steps)]
-        else:
-            argv += ["--epochs", f"{self.epochs:g}"]
-        if fmt == "cot":
-            argv += ["--samples-per-question", str(self.samples_per_question)]
-            argv += [] if self.filter_answers else ["--no-filter"]
-        return argv
+        return self.request(experiment, run, fmt).argv()
 
 
 def train_command(experiment: str | None, form: TrainForm) -> str:
@@ -186,8 +191,11 @@ def start_training(
     command = train_command(exp.name, form)
     started: list[str] = []
     for name, fmt in runs:  # cot first: it is the one that can lack kept samples
+        request = form.request(exp.name, name, fmt)
         try:
-            job = ctx.start_command(owner, form.argv(exp.name, name, fmt))
+            job = ctx.start(
+                owner, request.argv(), partial(training_plan, request=request, owner=owner)
+            )
         except UserError as err:
             if not started:
                 raise

@@ -1,0 +1,136 @@
+"""A training run as one typed request: what `rtdemo train` and the Train tab both start.
+
+    request = TrainRequest("demo", "cot", "cot", overrides={"max_steps": 200})
+    exp, settings, records = prepare_training(store, request, owner)   # validated, or UserError
+    job = start_plan(store, training_plan(store, request, owner), owner)  # rtdemo.jobs.plan
+
+`prepare_training` refuses, before any job exists, what would make a job fail at once: a bad run
+name, a run already trained, bad settings, a student of the wrong kind for the recipe, no kept
+samples to train on, a batch that does not split over the processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rtdemo.errors import UserError
+from rtdemo.jobs.plan import JobPlan, scope_argv
+from rtdemo.training.runs import check_run_name, get_run
+from rtdemo.workspace.store import Experiment, Store
+
+#: `rtdemo train` flags whose name is not the setting's name with dashes.
+_FLAG_NAMES: dict[str, str] = {"learning_rate": "--lr"}  # TEMP until flags unify
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """One student run to train. `overrides` are `TrainSettings` fields on top of the recipe."""
+
+    experiment: str
+    run: str
+    format: Literal["cot", "vanilla"]
+    student: str = "tiny"
+    recipe: str = "tiny"
+    diverse_samples: int = 1  # cot: the first D samples of each question
+    filter_answers: bool = True  # cot: only rationales whose answer is right
+    overrides: dict[str, Any] = field(default_factory=dict)
+    processes: int | None = None  # data-parallel processes; None: one per GPU, else 1
+
+    def argv(self) -> list[str]:
+        """The `rtdemo train` command line of this request (no workspace or owner)."""
+        student = self.student
+        if student != "tiny" and Path(student).expanduser().exists():
+            student = str(Path(student).expanduser().resolve())  # the job may start elsewhere
+        argv = ["train", "--experiment", self.experiment, "--run", self.run]
+        argv += ["--format", self.format, "--student", student, "--recipe", self.recipe]
+        if self.format == "cot":
+            argv += ["--samples-per-question", str(self.diverse_samples)]  # TEMP
+            argv += [] if self.filter_answers else ["--no-filter"]
+        argv += override_argv(self.overrides)
+        if self.processes is not None:
+            argv += ["--processes", str(self.processes)]
+        return argv
+
+
+def override_argv(overrides: dict[str, Any]) -> list[str]:
+    """`TrainSettings` overrides as `rtdemo train` flags (`shuffle: False` is `--no-shuffle`)."""
+    argv: list[str] = []
+    for name, value in overrides.items():
+        if name == "shuffle":
+            argv += [] if value else ["--no-shuffle"]
+            continue
+        flag = _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+        argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return argv
+
+
+def _check_not_trained(store: Store, exp: Experiment, name: str) -> None:
+    """A trained run is never trained again: say so before a job starts, not in its log."""
+    try:
+        run = get_run(store, exp, name)
+    except UserError:
+        return
+    if run.status == "trained":
+        raise UserError(
+            f"run {name!r} of {exp.name} is already trained: pick another --run name "
+            f"(evaluate it with rtdemo evaluate --experiment {exp.name} --run {name})"
+        )
+
+
+def prepare_training(store: Store, request: TrainRequest, owner: str):
+    """The experiment, validated `TrainSettings` and training records of `request`."""
+    from rtdemo.curation.curate import training_records
+    from rtdemo.pipeline.recipe import RunConfig
+    from rtdemo.training.recipes import settings_for
+
+    check_run_name(request.run)  # it becomes a folder: never '../x'
+    exp = store.get_experiment(request.experiment, owner=owner)
+    _check_not_trained(store, exp, request.run)
+    settings = settings_for(request.student, request.recipe, request.overrides)
+    kind = "causal"
+    if request.student != "tiny":
+        from rtdemo.students.loading import student_kind
+
+        kind = student_kind(request.student)
+        if settings.kind not in ("auto", kind):
+            raise UserError(
+                f"{request.student} is a {kind} model but the {request.recipe!r} recipe is for "
+                f"{settings.kind} students: choose --recipe paper, or another student"
+            )
+    run_cfg = RunConfig(
+        name=request.run,
+        format=request.format,
+        student=request.student,
+        diverse_samples=request.diverse_samples,
+        filter_answers=request.filter_answers,
+    )
+    records = training_records(store, exp, run_cfg, store.questions(exp.id, "train"), kind)
+    if not records:
+        raise UserError(
+            f"experiment {exp.name} has no kept samples to train on: generate rationales "
+            "(rtdemo generate), accept some in review, or train --format vanilla"
+        )
+    return exp, settings, records
+
+
+def check_processes(processes: int, batch_size: int) -> None:
+    """The batch must split evenly over the data-parallel processes."""
+    if processes < 1:
+        raise UserError(f"--processes must be >= 1 (got {processes})")
+    if batch_size % processes:
+        raise UserError(
+            f"batch size {batch_size} does not split evenly over {processes} processes: use a "
+            f"multiple of {processes} (each process takes batch size / processes examples)"
+        )
+
+
+def training_plan(store: Store, request: TrainRequest, owner: str) -> JobPlan:
+    """The background job of `request`, validated (a `UserError` before any job exists)."""
+    from rtdemo.training import launch
+
+    exp, settings, _ = prepare_training(store, request, owner)
+    processes = launch.default_processes() if request.processes is None else request.processes
+    check_processes(processes, settings.batch_size)
+    return JobPlan("train", scope_argv(request.argv(), store, owner), exp.id)
