@@ -45,10 +45,10 @@ class TrainRequest:
             student = str(Path(student).expanduser().resolve())  # the job may start elsewhere
         argv = ["train", "--experiment", self.experiment, "--run", self.run]
         argv += ["--format", self.format, "--student", student, "--recipe", self.recipe]
+        argv += override_argv(self.overrides)
         if self.format == "cot":
             argv += ["--samples-per-question", str(self.diverse_samples)]  # TEMP
             argv += [] if self.filter_answers else ["--no-filter"]
-        argv += override_argv(self.overrides)
         if self.processes is not None:
             argv += ["--processes", str(self.processes)]
         return argv

@@ -131,6 +131,7 @@ def teacher_request(store: Store, owner: str, exp: Experiment) -> tuple[Generati
             TeacherSpec("builtin", error_rate=rate),
             source_argv=tuple(exp.config.get("source_argv", [])),
         )
+        needs_key = False
     greedy = replace(request.settings, samples=1, temperature=0.0)
     # The snapshot's whole test split, never a reloaded source.
     return replace(request, split="test", limit=None, settings=greedy), needs_key

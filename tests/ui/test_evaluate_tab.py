@@ -9,10 +9,12 @@ from __future__ import annotations
 import pytest
 
 from rtdemo.errors import UserError
+from rtdemo.generation.request import GenerationRequest, generation_plan
 from rtdemo.generation.run import GenerationSettings, run_generation
 from rtdemo.jobs.runner import get_job
 from rtdemo.tasks import get_task
 from rtdemo.teachers.builtin import BuiltinTeacher
+from rtdemo.teachers.spec import TeacherSpec
 from rtdemo.ui.evaluate_actions import (
     evaluate_teacher,
     evaluation_status,
@@ -20,7 +22,7 @@ from rtdemo.ui.evaluate_actions import (
     predictions,
     results_table,
     start_evaluation,
-    teacher_argv,
+    teacher_request,
 )
 from rtdemo.ui.train_actions import start_training
 from tests.ui import test_train_tab as train_tests
@@ -103,20 +105,24 @@ def test_nothing_to_evaluate_says_what_to_do(ui_ctx, owner, letters_experiment):
 
 def test_the_built_in_teacher_runs_on_the_snapshot_test_questions(ui_ctx, owner, kept):
     with ui_ctx.store() as store:
-        argv, needs_key = teacher_argv(store, owner, store.get_experiment(kept, owner))
+        request, needs_key = teacher_request(store, owner, store.get_experiment(kept, owner))
     assert not needs_key
-    assert argv == [
+    assert request.argv() == [
         "generate", "--experiment", "letters", "--stored-questions", *SOURCE,
-        "--teacher", "builtin", "--error-rate", "0.2",
-        "--split", "test", "--samples", "1", "--temperature", "0",
+        "--split", "test", "--teacher", "builtin", "--error-rate", "0.2",
+        "--samples", "1", "--temperature", "0", "--max-tokens", "128", "--concurrency", "8",
     ]  # fmt: skip
 
 
 @pytest.mark.slow
 def test_students_and_teacher_are_evaluated_and_compared(ui_ctx, owner, letters_experiment):
     # The Teacher tab's path: a generation job on the train split.
-    argv = ["generate", "--experiment", "letters", "--teacher", "builtin", "--error-rate", "0.2"]
-    generation = ui_ctx.start_command(owner, [*argv, *SOURCE])
+    request = GenerationRequest(
+        "letters", TeacherSpec("builtin", error_rate=0.2), source_argv=tuple(SOURCE)
+    )
+    generation = ui_ctx.start(
+        owner, request.argv(), lambda store: generation_plan(store, request, owner)
+    )
     with ui_ctx.store() as store:
         wait_for(lambda: get_job(store, generation.id, owner).ended, 60, "the generation")
         assert get_job(store, generation.id, owner).status == "done"

@@ -17,6 +17,7 @@ import pytest
 
 from rtdemo.curation.curate import export_jsonl
 from rtdemo.errors import UserError
+from rtdemo.generation.request import generation_plan
 from rtdemo.generation.samples import load_samples
 from rtdemo.hosting.quotas import Quotas
 from rtdemo.jobs.files import last_progress
@@ -136,10 +137,14 @@ def test_an_openai_teacher_needs_a_key_and_a_refusing_server_fails_the_job_in_th
         choice = TeacherChoice("openai", server.base_url, "fake-model", max_tokens=16)
         with pytest.raises(UserError, match="type the API key"):
             start_generation(ui_ctx, owner, "letters", choice, "")
-        with ui_ctx.store() as store:  # below the tab: the command takes the user's key only
-            argv = choice.argv(store.get_experiment("letters", owner))
+        with ui_ctx.store() as store:  # below the tab: the plan takes the user's key only
+            request = choice.request(store.get_experiment("letters", owner))
+
+        def plan(store):
+            return generation_plan(store, request, owner, api_key=None, app_key=True)
+
         with pytest.raises(UserError, match="needs an API key"):
-            ui_ctx.start_command(owner, argv, secrets_env={})
+            ui_ctx.start(owner, request.argv(), plan)
         assert latest(ui_ctx, owner) is None and server.requests_total == 0
 
         start_generation(ui_ctx, owner, "letters", choice, fresh_key())  # a wrong key
