@@ -116,7 +116,7 @@ def test_generate_train_both_formats_and_evaluate_in_the_foreground(cli, store):
     for run, fmt in (("cot", "cot"), ("vanilla", "vanilla")):
         out = cli("train", "--experiment", "coin", "--run", run, "--format", fmt, *TINY).stdout
         assert re.search(rf"trained {run}: 3 steps in \d+ s \((bf16|fp32)\)", out), out
-        assert re.search(r"step 3/3 loss \d", out), out  # progress is printed
+        assert re.search(r"step 3/3, loss \d", out), out  # progress is printed
         result = train_result(store, run)
         assert (result["global_step"], result["stopped"], result["kind"]) == (3, False, "causal")
         assert Path(result["final_dir"], "config.json").is_file()

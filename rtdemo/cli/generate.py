@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from rtdemo.cli.teacher_args import (
     add_question_flags,
@@ -37,6 +36,7 @@ from rtdemo.generation.request import (
 )
 from rtdemo.generation.run import RunStats, run_generation
 from rtdemo.jobs.plan import start_plan
+from rtdemo.jobs.progress import Throttle, is_last, progress_printer
 from rtdemo.workspace.store import Experiment, Store, workspace_path
 
 INCOMPLETE = 3  # exit status when a run ended with samples still missing
@@ -59,26 +59,16 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _printer(start: float):
-    last = [0.0]
+def _printer():
+    """Generation's `on_progress` for the terminal: on a terminal one line rewritten in place
+    (at most twice a second), into a log file a line every 5 s; the last record always."""
     tty = sys.stderr.isatty()
 
-    def show(stats: RunStats) -> None:
-        now = time.monotonic()
-        if now - last[0] < 0.5 and stats.done + stats.failed < stats.total:
-            return
-        if not tty and now - last[0] < 5 and stats.done + stats.failed < stats.total:
-            return  # a log file gets a line every few seconds, not a line per sample
-        last[0] = now
-        p = stats.progress()
-        acc = "—" if p["accuracy"] is None else f"{p['accuracy']:.0%}"
-        line = (
-            f"{stats.done}/{stats.total} done, {stats.failed} failed, teacher accuracy {acc}, "
-            f"spent ${stats.spend:.4f}, {now - start:.0f}s"
-        )
+    def write(line: str) -> None:
         print(f"\r{line}" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
 
-    return show
+    show = progress_printer(write, 0.5 if tty else 5.0)
+    return lambda stats: show(stats.progress())
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -103,7 +93,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 questions,
                 answer,
                 price,
-                on_progress=_printer(time.monotonic()),
+                on_progress=_printer(),
             )
             print(file=sys.stderr)
             return _summary(store, exp, stats, args)
@@ -126,13 +116,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _throttled(progress):
-    last = [0.0]
+    """Generation's `on_progress` for a job: a record to its progress file at most twice a
+    second, and the last one always."""
+    throttle = Throttle(0.5)
 
     def write(stats: RunStats) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 0.5 or stats.done + stats.failed >= stats.total:
-            last[0] = now
-            progress(**stats.progress())
+        record = stats.progress()
+        if throttle(is_last(record)):
+            progress(**record)
 
     return write
 

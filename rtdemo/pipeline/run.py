@@ -24,6 +24,7 @@ from rtdemo.evaluation.results import experiment_folder, row_of, teacher_metrics
 from rtdemo.generation.pricing import price_of, price_table
 from rtdemo.generation.run import GenerationSettings, run_generation
 from rtdemo.generation.samples import SampleKey
+from rtdemo.jobs.progress import progress_printer
 from rtdemo.pipeline.recipe import PipelineConfig, RunConfig, SyntheticConfig
 from rtdemo.students.loading import student_kind
 from rtdemo.tasks import SourceOptions, get_task, load_examples
@@ -431,16 +432,5 @@ def _existing_run(
 
 
 def _train_log(log: Log) -> Callable[[dict], None]:
-    last = [0.0]
-
-    def show(p: dict) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 10 or p.get("step") == p.get("total"):
-            last[0] = now
-            loss = p.get("loss")
-            loss_text = f"{loss:.3f}" if isinstance(loss, (int, float)) else "—"
-            eta = p.get("eta")
-            eta_text = "—" if eta is None else f"{eta}s"  # 0.0 at the last step is an ETA too
-            log(f"  step {p.get('step')}/{p.get('total')} loss {loss_text} eta {eta_text}")
-
-    return show
+    """A training `on_progress` for the pipeline's log: a line every 10 s and at the last step."""
+    return progress_printer(lambda line: log(f"  {line}"), 10.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from rtdemo.jobs.files import last_progress, tail_log
+from rtdemo.jobs.progress import format_progress
 from rtdemo.jobs.records import Job
 
 ICONS = {"queued": "⏳", "running": "▶️", "done": "✅", "failed": "❌", "cancelled": "⏹️"}
@@ -30,13 +31,6 @@ RESUME_NOTES = {
 RESUME_OTHER = "**Resume** runs it again."
 
 
-def _seconds(value: Any) -> str:
-    if value is None:
-        return "?"
-    value = float(value)
-    return f"{value / 60:.1f} min" if value >= 90 else f"{value:.0f} s"
-
-
 def progress_fraction(record: dict[str, Any] | None) -> float:
     """Done / total of a progress record (generation: done, total; training: step, total)."""
     if not record:
@@ -44,32 +38,6 @@ def progress_fraction(record: dict[str, Any] | None) -> float:
     done = record.get("step", record.get("done", 0)) or 0
     total = record.get("total") or 0
     return min(1.0, float(done) / float(total)) if total else 0.0
-
-
-def describe_progress(record: dict[str, Any] | None) -> str:
-    """One line of the newest progress record's figures (whatever the job reports)."""
-    if not record:
-        return "no progress reported yet"
-    parts = []
-    if "step" in record:
-        parts.append(f"step {record['step']}/{record.get('total', '?')}")
-    elif "done" in record:
-        parts.append(f"{record['done']}/{record.get('total', '?')} done")
-    if record.get("failures"):
-        parts.append(f"{record['failures']} failed")
-    if record.get("loss") is not None:
-        parts.append(f"loss {float(record['loss']):.3f}")
-    if record.get("learning_rate") is not None:
-        parts.append(f"lr {float(record['learning_rate']):.2e}")
-    if record.get("tokens_per_second") is not None:
-        parts.append(f"{float(record['tokens_per_second']):,.0f} tokens/s")
-    if record.get("spend") is not None:
-        parts.append(f"spent ${float(record['spend']):.4f}")
-    if record.get("accuracy") is not None:
-        parts.append(f"teacher accuracy so far {float(record['accuracy']):.1%}")
-    if record.get("eta") is not None:
-        parts.append(f"ETA {_seconds(record['eta'])}")
-    return " · ".join(parts)
 
 
 def resume_note(job: Job) -> str:
@@ -85,7 +53,7 @@ def job_status(job: Job | None) -> tuple[str, float, str]:
     line = f"{ICONS.get(job.status, '')} job {job.id} ({job.kind}) **{job.status}**"
     if job.status == "queued":
         line += " — waiting for another training or evaluation job on this machine to finish"
-    status = f"{line} — {describe_progress(record)}"
+    status = f"{line} — {format_progress(record, sep=' · ')}"
     if job.error:
         status += f"\n\n⚠️ {job.error}"
     if job.status in ("failed", "cancelled"):
