@@ -87,7 +87,7 @@ class Teacher(ABC):
 
         Most teachers sample independently and ignore the indices (one request with
         `n=len(indices)` where supported); replay and the built-in teacher are deterministic per
-        index and override this.
+        index and override this (`IndexedTeacher`).
         """
         if self.supports_n or len(indices) == 1:
             return await self.rationale(
@@ -113,6 +113,27 @@ class Teacher(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 — optional hook
         """Release connections; the default has none."""
+
+
+class IndexedTeacher(Teacher):
+    """A teacher whose rationale is a function of the sample index (replay, the built-in one):
+    it implements `rationales_for`, and `rationale(n=...)` is samples 0..n-1."""
+
+    supports_n = True
+
+    @abstractmethod
+    async def rationales_for(
+        self, prompt: str, indices: Sequence[int], *, temperature: float, max_tokens: int
+    ) -> list[Completion]:
+        """Call 1 for the given sample indices, in order (the same index, the same rationale)."""
+
+    async def rationale(
+        self, prompt: str, *, n: int, temperature: float, max_tokens: int
+    ) -> list[Completion]:
+        """Call 1: `n` rationales (sample indices 0..n-1)."""
+        return await self.rationales_for(
+            prompt, range(n), temperature=temperature, max_tokens=max_tokens
+        )
 
 
 def rationale_prompt(question: str) -> str:

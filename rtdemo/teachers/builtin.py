@@ -13,7 +13,7 @@ import random
 import re
 from collections.abc import AsyncIterator, Sequence
 
-from rtdemo.teachers.base import Completion, Teacher, TeacherError, TeacherInfo
+from rtdemo.teachers.base import Completion, IndexedTeacher, TeacherError, TeacherInfo
 
 LABEL = (
     "Built-in offline teacher (rule-based, Coin Flip and Last Letter only; not a language model)"
@@ -111,10 +111,8 @@ def _truncate(text: str, max_tokens: int) -> tuple[str, str, int]:
     return " ".join(words[: max_tokens + 1]), "length", max_tokens
 
 
-class BuiltinTeacher(Teacher):
+class BuiltinTeacher(IndexedTeacher):
     """Rule-based rationales for Coin Flip and Last Letter Concatenation, with an error rate."""
-
-    supports_n = True
 
     def __init__(self, error_rate: float = 0.1, seed: int = 0) -> None:
         if not 0.0 <= error_rate <= 1.0:
@@ -153,14 +151,6 @@ class BuiltinTeacher(Teacher):
             text, finish, tokens = _truncate(self._write(question, index, temperature), max_tokens)
             out.append(Completion(text, finish, prompt_tokens if k == 0 else 0, tokens))
         return out
-
-    async def rationale(
-        self, prompt: str, *, n: int, temperature: float, max_tokens: int
-    ) -> list[Completion]:
-        """Call 1: `n` rationales (sample indices 0..n-1)."""
-        return await self.rationales_for(
-            prompt, range(n), temperature=temperature, max_tokens=max_tokens
-        )
 
     async def answer(self, prompt: str, *, max_tokens: int) -> Completion:
         """Call 2: read the conclusion the rationale reached; a truncated one gets a guess."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rtdemo.errors import UserError
-from rtdemo.teachers.base import Completion, Teacher, TeacherError, TeacherInfo
+from rtdemo.teachers.base import Completion, IndexedTeacher, TeacherError, TeacherInfo
 
 _SUFFIX = "\nA: Let's think step by step."
 _ANSWER_CUE = "\nTherefore, the answer is"
@@ -108,10 +108,8 @@ def load_replay(paths: Sequence[str | Path]) -> tuple[str, dict[str, dict[int, S
     return "+".join(sorted(models)), by_question
 
 
-class ReplayTeacher(Teacher):
+class ReplayTeacher(IndexedTeacher):
     """A teacher that answers from stored completion files, for free."""
-
-    supports_n = True
 
     def __init__(self, paths: Sequence[str | Path]) -> None:
         model, self._samples = load_replay(paths)
@@ -144,14 +142,6 @@ class ReplayTeacher(Teacher):
             Completion(s.rationale, s.rationale_finish)
             for s in (self._lookup(question, i) for i in indices)
         ]
-
-    async def rationale(
-        self, prompt: str, *, n: int, temperature: float, max_tokens: int
-    ) -> list[Completion]:
-        """Samples 0..n-1 of the prompt's question."""
-        return await self.rationales_for(
-            prompt, range(n), temperature=temperature, max_tokens=max_tokens
-        )
 
     async def answer(self, prompt: str, *, max_tokens: int) -> Completion:
         """The stored answer text of the rationale in the prompt."""
