@@ -35,7 +35,7 @@ def test_demo_recipe_is_the_offline_one():
             "teacher: {kidn: builtin}\n",
             "unknown key.*kidn.*valid keys: kind",
         ),
-        ("experiment: x\ntask: {key: coin_flip}\nruns: []\n", "at least one run"),
+        ("experiment: x\ntask: {key: coin_flip}\nruns: []\n", "runs: give at least 1 item"),
         (
             "experiment: x\ntask: {key: coin_flip}\n"
             "runs: [{name: a, format: cot}, {name: a, format: vanilla}]\n",

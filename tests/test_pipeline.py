@@ -269,15 +269,19 @@ def test_a_bad_last_run_is_refused_before_any_work(tmp_path):
     good = "{name: a, format: vanilla, train: {max_steps: 3}}"
     check_recipe(_recipe(tmp_path, f"[{good}]"))
     cases = {
-        "{name: b, format: cot, train: {batch_size: 0}}": "run b: bad training settings: batch",
-        "{name: b, format: cot, train: {steps: 3}}": "run b: unknown training setting(s) steps",
-        "{name: b, format: cot, diverse_samples: 0}": "run b: diverse_samples must be >= 1",
+        # Refused as the recipe loads: one line naming the file, the key and the value.
+        "{name: b, format: cot, train: {batch_size: 0}}": "r.yaml: runs[1].train.batch_size must "
+        "be >= 1, got 0",
+        "{name: b, format: cot, train: {steps: 3}}": "r.yaml: runs[1].train: unknown key 'steps' "
+        "(did you mean max_steps?)",
+        "{name: b, format: cot, diverse_samples: 0}": "r.yaml: runs[1].diverse_samples must be "
+        ">= 1, got 0",
         "{name: '../b', format: cot}": "invalid run name '../b': use 1-64 letters, digits",
     }
     for run, message in cases.items():
         with pytest.raises(UserError, match=re.escape(message)):
             check_recipe(_recipe(tmp_path, f"[{good}, {run}]"))
-    with pytest.raises(UserError, match="evaluation: batch_size must be >= 1"):
+    with pytest.raises(UserError, match="evaluation.batch_size must be >= 1, got 0"):
         check_recipe(_recipe(tmp_path, f"[{good}]", "{batch_size: 0}"))
 
 

@@ -176,7 +176,7 @@ BAD = {
         ["--student", "no/such-model"],
         ["'no/such-model' needs network or a local copy", "model folder", "'tiny'"],
     ),
-    "batch size 0": (["--batch-size", "0"], ["batch_size must be >= 1", "e.g. 8"]),
+    "batch size 0": (["--batch-size", "0"], ["--batch-size must be >= 1, got 0", "e.g. 8"]),
     "no kept samples": ([], ["no kept samples", "rtdemo generate", "--format vanilla"]),
     "seq2seq with a causal recipe": (
         ["--student", "{t5}", "--recipe", "tiny"],

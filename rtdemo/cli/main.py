@@ -25,6 +25,7 @@ from rtdemo.tasks import TASKS, SourceOptions, get_task, load_examples, source_s
 from rtdemo.tasks.cleansing import OUTPUT_FORMATS
 from rtdemo.tasks.scoring import score_file
 from rtdemo.tasks.types import SPLITS
+from rtdemo.validation import Parser
 
 
 def _task_record(key: str, options: SourceOptions) -> dict:
@@ -183,7 +184,7 @@ def _show_experiment(store, args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rtdemo", description="Reasoning Teacher Studio: Fine-tune-CoT end to end."
     )
     parser.add_argument("--version", action="version", version=f"rtdemo {__version__}")
@@ -259,9 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; user errors print one line and return 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    args.argv = argv  # background jobs re-run the same command line
     try:
+        args = build_parser().parse_args(argv)  # a bad flag: a UserError (`Parser`)
+        args.argv = argv  # background jobs re-run the same command line
         return args.func(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -22,68 +22,39 @@ from rtdemo.tasks import get_task, load_examples
 from rtdemo.tasks.types import SPLITS, AnswerFormat, Example
 from rtdemo.teachers.base import Teacher
 from rtdemo.teachers.spec import KEY_ENV, TEACHERS, TeacherSpec, build_teacher
+from rtdemo.validation import add_flags
 from rtdemo.workspace.store import Experiment, Store
+
+#: The `GenerationSettings` fields given as flags (`--max-tokens` ...), and the `TeacherSpec`
+#: fields given as flags named as the field; `kind` is `--teacher`, `replay_files` is the
+#: repeatable `--replay-file`.
+SAMPLING_FLAGS = ("samples", "temperature", "max_tokens", "concurrency", "rpm", "budget")
+SAMPLING_FLAGS += ("max_attempts",)
+SPEC_FLAGS = ("base_url", "model", "mode", "error_rate", "timeout")
+
+
+def _help(cls: type, name: str) -> str:
+    return cls.__dataclass_fields__[name].metadata["help"]
 
 
 def add_teacher_flags(p: argparse.ArgumentParser) -> None:
-    """Flags that choose and configure a teacher and its sampling."""
+    """Flags that choose and configure a teacher and its sampling: type, range, choices and help
+    come from `TeacherSpec` and `GenerationSettings` (`rtdemo.validation.add_flags`)."""
     g = p.add_argument_group("teacher")
     g.add_argument(
-        "--teacher",
-        choices=TEACHERS,
-        default="builtin",
-        help="builtin (offline, coin_flip/last_letter only), openai (any "
-        "OpenAI-compatible server), hf (local transformers model), replay",
+        "--teacher", choices=TEACHERS, default="builtin", help=_help(TeacherSpec, "kind")
     )
-    g.add_argument(
-        "--base-url",
-        help="OpenAI-compatible server, e.g. http://localhost:8000/v1 "
-        "(default: OpenAI); the key comes from $OPENAI_API_KEY",
-    )
-    g.add_argument("--model", help="teacher model name (openai) or Hub id / folder (hf)")
-    g.add_argument(
-        "--mode",
-        choices=("chat", "completions"),
-        default="chat",
-        help="openai: chat emulation of the two calls (default) or raw /v1/completions",
-    )
+    add_flags(g, TeacherSpec, SPEC_FLAGS[:3])
     g.add_argument(
         "--replay-file",
         action="append",
         type=Path,
         default=[],
-        help="replay: a completion file of the paper or an `rtdemo export --all` file (repeatable)",
+        help=_help(TeacherSpec, "replay_files"),
     )
-    g.add_argument(
-        "--error-rate",
-        type=float,
-        default=0.1,
-        help="builtin: share of samples with a deliberate mistake (default 0.1)",
-    )
-    g.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
+    add_flags(g, TeacherSpec, SPEC_FLAGS[3:])
     s = p.add_argument_group("sampling and cost")
-    s.add_argument("--samples", type=int, default=1, help="D: rationales per question (default 1)")
-    s.add_argument(
-        "--temperature",
-        type=float,
-        default=0.0,
-        help="T for the rationale call (paper: 0 for D=1, 0.7 for diverse)",
-    )
-    s.add_argument(
-        "--max-tokens",
-        type=int,
-        default=128,
-        help="max tokens per call (paper: 128; truncation is recorded)",
-    )
-    s.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
-    s.add_argument("--rpm", type=float, help="at most this many requests per minute")
-    s.add_argument("--budget", type=float, help="stop before spending more than this many USD")
-    s.add_argument(
-        "--max-attempts",
-        type=int,
-        default=5,
-        help="tries per request before it is recorded as failed (default 5)",
-    )
+    add_flags(s, GenerationSettings, SAMPLING_FLAGS)
     s.add_argument(
         "--prices",
         type=Path,
@@ -115,15 +86,8 @@ def api_key_of(args: argparse.Namespace) -> str | None:
 
 def spec_of(args: argparse.Namespace) -> TeacherSpec:
     """The teacher the flags describe."""
-    return TeacherSpec(
-        kind=args.teacher,
-        model=args.model,
-        base_url=args.base_url,
-        mode=args.mode,
-        error_rate=args.error_rate,
-        replay_files=tuple(args.replay_file),
-        timeout=args.timeout,
-    )
+    values = {name: getattr(args, name) for name in SPEC_FLAGS}
+    return TeacherSpec(kind=args.teacher, replay_files=tuple(args.replay_file), **values)
 
 
 def teacher_of(args: argparse.Namespace, task: str, *, need_key: bool = True) -> Teacher:
@@ -133,15 +97,7 @@ def teacher_of(args: argparse.Namespace, task: str, *, need_key: bool = True) ->
 
 def settings_of(args: argparse.Namespace) -> GenerationSettings:
     """The sampling settings the flags describe (validated)."""
-    return GenerationSettings(
-        samples=args.samples,
-        temperature=args.temperature,
-        max_tokens=args.max_tokens,
-        concurrency=args.concurrency,
-        rpm=args.rpm,
-        budget=args.budget,
-        max_attempts=args.max_attempts,
-    )
+    return GenerationSettings(**{name: getattr(args, name) for name in SAMPLING_FLAGS})
 
 
 def prepare_experiment(

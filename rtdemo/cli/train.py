@@ -21,28 +21,26 @@ from rtdemo.cli.jobs import add_job_id_flag
 from rtdemo.cli.train_progress import job_progress, printer
 from rtdemo.errors import UserError
 from rtdemo.jobs.plan import start_plan
+from rtdemo.pipeline.recipe import RunConfig
 from rtdemo.training.request import (
     TrainRequest,
     check_processes,
     prepare_training,
     training_plan,
 )
+from rtdemo.training.settings import TrainSettings
+from rtdemo.validation import add_flags
 from rtdemo.workspace.store import Store, workspace_path
+
+#: The `TrainSettings` fields `rtdemo train` overrides, each as `--field-name` (`add_flags`).
+OVERRIDE_FLAGS = ("method", "epochs", "max_steps", "batch_size", "learning_rate", "precision")
+OVERRIDE_FLAGS += ("val_fraction", "seed")
 
 
 def _train_args(args: argparse.Namespace) -> dict:
-    overrides = {
-        "method": args.method,
-        "epochs": args.epochs,
-        "max_steps": args.max_steps,
-        "batch_size": args.batch_size,
-        "learning_rate": args.lr,
-        "precision": args.precision,
-        "val_fraction": args.val_fraction,
-        "seed": args.seed,
-        "shuffle": False if args.no_shuffle else None,
-    }
-    return {k: v for k, v in overrides.items() if v is not None}
+    """The `TrainSettings` overrides the flags give (a flag not given is None)."""
+    names = (*OVERRIDE_FLAGS, "shuffle")
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
 
 
 def request_of(args: argparse.Namespace) -> TrainRequest:
@@ -53,7 +51,7 @@ def request_of(args: argparse.Namespace) -> TrainRequest:
         format=args.format,
         student=args.student,
         recipe=args.recipe,
-        diverse_samples=args.samples_per_question,
+        diverse_samples=args.diverse_samples,
         filter_answers=not args.no_filter,
         overrides=_train_args(args),
         processes=args.processes,
@@ -86,7 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             exp,
             args.run,
             args.format,
-            args.samples_per_question,
+            args.diverse_samples,
             args.student,
             settings.method,
             len(records),
@@ -200,47 +198,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="fine-tune a student (Fine-tune-CoT or vanilla)")
     p.add_argument("--experiment", required=True, help="experiment name")
     p.add_argument("--run", required=True, help="name of this student run, e.g. cot-d1")
-    p.add_argument(
-        "--format",
-        choices=("cot", "vanilla"),
-        required=True,
-        help="cot: train on kept rationales; vanilla: on gold answers (the baseline)",
-    )
-    p.add_argument("--student", default="tiny", help="'tiny' (offline), a Hub id or a folder")
-    p.add_argument(
-        "--recipe",
-        choices=("tiny", "paper"),
-        default="tiny",
-        help="tiny: for the tiny student; paper: AdamW 3e-4, batch 8, 20 epochs",
-    )
-    p.add_argument(
-        "--samples-per-question",
-        type=int,
-        default=1,
-        help="D: use the first D samples of each question (cot)",
+    # Flags from the settings' one definition (type, range, choices, help), named as the setting.
+    add_flags(
+        p,
+        RunConfig,
+        ["format", "student", "recipe", "diverse_samples"],
+        aliases={"diverse_samples": "--samples-per-question"},
     )
     p.add_argument("--no-filter", action="store_true", help="train on wrong rationales too")
     g = p.add_argument_group("overrides of the recipe")
-    g.add_argument("--method", choices=("lora", "full"), help="LoRA adapter or full fine-tuning")
-    g.add_argument("--epochs", type=float, help="passes over the data")
-    g.add_argument("--max-steps", type=int, help="optimizer steps (overrides epochs)")
-    g.add_argument(
-        "--batch-size",
-        type=int,
-        help="examples per optimizer step, all processes together (each of --processes N "
-        "takes batch size / N)",
-    )
-    g.add_argument("--lr", type=float, help="peak learning rate")
-    g.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="auto: bf16 where fast")
-    g.add_argument(
-        "--val-fraction",
-        type=float,
-        help="hold out this share to pick the best epoch by validation loss",
-    )
-    g.add_argument("--seed", type=int, help="seed for data order and new weights")
+    add_flags(g, TrainSettings, OVERRIDE_FLAGS, defaults=False, aliases={"learning_rate": "--lr"})
     g.add_argument(
         "--no-shuffle",
-        action="store_true",
+        dest="shuffle",
+        action="store_const",
+        const=False,
         help="batches in the records' order, no length grouping (to compare runs step by step)",
     )
     p.add_argument(

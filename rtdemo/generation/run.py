@@ -17,6 +17,9 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Annotated
+
+from pydantic import Field
 
 from rtdemo.errors import UserError
 from rtdemo.generation.pricing import Price, usage_cost
@@ -30,40 +33,49 @@ from rtdemo.generation.samples import (
 from rtdemo.tasks.cleansing import judge
 from rtdemo.tasks.types import AnswerFormat, Example
 from rtdemo.teachers.base import Teacher, TeacherError, answer_prompt, rationale_prompt
+from rtdemo.validation import SettingError, check_fields, setting, typed
 from rtdemo.workspace.store import Experiment, Store
 
 MAX_SAMPLES = 256
 
 
+@typed
 @dataclass(frozen=True)
 class GenerationSettings:
-    """How to sample the teacher. Defaults are the paper's (D=1, greedy, 128 tokens)."""
+    """How to sample the teacher. Defaults are the paper's (D=1, greedy, 128 tokens).
 
-    samples: int = 1  # D: rationales per question
-    temperature: float = 0.0  # T for call 1; call 2 is always greedy
-    max_tokens: int = 128  # per call; the paper's cap (truncation is recorded)
-    concurrency: int = 8  # requests in flight at once
-    rpm: float | None = None  # requests per minute, if the provider limits it
-    budget: float | None = None  # US dollars; the run stops before exceeding it
-    max_attempts: int = 5  # per request, before it is recorded as failed
-    backoff: float = 1.0  # seconds, base of the exponential backoff
-    max_backoff: float = 60.0
+    Types, ranges and help texts are declared here once: the `rtdemo generate`/`estimate` flags,
+    a recipe's `teacher:` and the Teacher tab are checked against them (`rtdemo.validation`).
+    """
+
+    samples: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] = setting(
+        1, "D: rationales per question (default 1)"
+    )
+    temperature: Annotated[float, Field(ge=0, le=2)] = setting(
+        0.0, "T for the rationale call (paper: 0 for D=1, 0.7 for diverse)"
+    )  # call 2 is always greedy
+    max_tokens: Annotated[int, Field(ge=1, le=32768)] = setting(
+        128, "max tokens per call (paper: 128; truncation is recorded)"
+    )
+    concurrency: Annotated[int, Field(ge=1, le=256)] = setting(8, "requests in flight (default 8)")
+    rpm: Annotated[float, Field(gt=0)] | None = setting(
+        None, "at most this many requests per minute"
+    )
+    budget: Annotated[float, Field(ge=0)] | None = setting(
+        None, "stop before spending more than this many USD"
+    )
+    max_attempts: Annotated[int, Field(ge=1)] = setting(
+        5, "tries per request before it is recorded as failed (default 5)"
+    )
+    backoff: Annotated[float, Field(ge=0)] = setting(
+        1.0, "seconds, base of the exponential backoff"
+    )
+    max_backoff: Annotated[float, Field(ge=0)] = setting(60.0, "seconds, the longest backoff")
 
     def __post_init__(self) -> None:
-        checks = [
-            (1 <= self.samples <= MAX_SAMPLES, f"samples (D) must be 1-{MAX_SAMPLES}"),
-            (0.0 <= self.temperature <= 2.0, "temperature must be between 0 and 2"),
-            (1 <= self.max_tokens <= 32768, "max tokens must be 1-32768"),
-            (1 <= self.concurrency <= 256, "concurrency must be 1-256"),
-            (self.rpm is None or self.rpm > 0, "requests per minute must be above 0"),
-            (self.budget is None or self.budget >= 0, "the budget must be 0 or more dollars"),
-            (self.max_attempts >= 1, "max attempts must be at least 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
+        check_fields(self)
         if self.samples > 1 and self.temperature == 0:
-            raise UserError(
+            raise SettingError(
                 f"{self.samples} diverse samples at temperature 0 would all be the same: "
                 "set a temperature (the paper uses 0.7) or use 1 sample"
             )

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from rtdemo.errors import UserError
 from rtdemo.teachers.base import Teacher
+from rtdemo.validation import check_fields, setting, typed
 
 TeacherKind = Literal["builtin", "openai", "hf", "replay"]
 TEACHERS: tuple[str, ...] = TeacherKind.__args__  # type: ignore[attr-defined]
@@ -25,17 +28,40 @@ BUILTIN_TASKS = ("coin_flip", "last_letter_concatenation")
 KEY_ENV = "OPENAI_API_KEY"
 
 
+@typed
 @dataclass(frozen=True)
 class TeacherSpec:
-    """A teacher: which kind, which model where, and how to reach it (never its key)."""
+    """A teacher: which kind, which model where, and how to reach it (never its key).
 
-    kind: TeacherKind = "builtin"
-    model: str | None = None  # openai: the server's model name; hf: a Hub id or folder
-    base_url: str | None = None  # openai: None is OpenAI
-    mode: Literal["chat", "completions"] = "chat"  # openai: chat emulation or /v1/completions
-    error_rate: float = 0.1  # builtin: share of samples with a deliberate mistake
-    replay_files: tuple[Path, ...] = ()  # replay: paper completion or `export --all` files
-    timeout: float = 60.0  # openai: seconds per request
+    Types, ranges and help texts are declared here once: the `rtdemo generate`/`estimate` flags
+    and a recipe's `teacher:` are checked against them (`rtdemo.validation`).
+    """
+
+    kind: TeacherKind = setting(
+        "builtin",
+        "builtin (offline, coin_flip/last_letter only), openai (any OpenAI-compatible server), hf "
+        "(local transformers model), replay",
+    )
+    model: str | None = setting(None, "teacher model name (openai) or Hub id / folder (hf)")
+    base_url: str | None = setting(
+        None,
+        "OpenAI-compatible server, e.g. http://localhost:8000/v1 (default: OpenAI); the key comes "
+        "from $OPENAI_API_KEY",
+    )
+    mode: Literal["chat", "completions"] = setting(
+        "chat", "openai: chat emulation of the two calls (default) or raw /v1/completions"
+    )
+    error_rate: Annotated[float, Field(ge=0, le=1)] = setting(
+        0.1, "builtin: share of samples with a deliberate mistake (default 0.1)"
+    )
+    replay_files: tuple[Path, ...] = setting(
+        (),
+        "replay: a completion file of the paper or an `rtdemo export --all` file (repeatable)",
+    )
+    timeout: Annotated[float, Field(gt=0)] = setting(60.0, "seconds per request (default 60)")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def build_teacher(

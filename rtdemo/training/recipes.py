@@ -6,26 +6,23 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 from rtdemo.errors import UserError
 
-RECIPES = ("tiny", "paper")
+Recipe = Literal["tiny", "paper"]
+RECIPES: tuple[str, ...] = Recipe.__args__  # type: ignore[attr-defined]
 
 
 def settings_for(student: str, recipe: str, overrides: dict[str, Any] | None = None):
-    """`TrainSettings` for `student` from a named recipe plus overrides (validated)."""
+    """`TrainSettings` for `student` from a named recipe plus overrides, validated: unknown keys,
+    wrong types and values out of range are refused with one line (`rtdemo.validation`)."""
     from rtdemo.training.settings import PAPER_RECIPE, TINY_RECIPE, TrainSettings
+    from rtdemo.validation import check_values
 
     if recipe not in RECIPES:
         raise UserError(f"unknown recipe {recipe!r}; use one of {', '.join(RECIPES)}")
-    names = {f.name for f in dataclasses.fields(TrainSettings)}
-    unknown = sorted(set(overrides or {}) - names)
-    if unknown:
-        raise UserError(
-            f"unknown training setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
-        )
+    overrides = check_values(TrainSettings, overrides or {}, "bad training settings")
     base = dict(TINY_RECIPE if recipe == "tiny" else PAPER_RECIPE)
     if "epochs" in (overrides or {}) and "max_steps" not in (overrides or {}):
         base.pop("max_steps", None)  # the recipe's step count would silently override epochs

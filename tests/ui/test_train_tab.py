@@ -111,7 +111,7 @@ def test_the_form_names_runs_and_builds_the_command_the_cli_runs():
 
 
 def test_bad_settings_say_what_to_change_and_start_no_job(ui_ctx, owner, letters_experiment):
-    with pytest.raises(UserError, match=r"batch_size must be >= 1 \(got 0\)"):
+    with pytest.raises(UserError, match=r"batch.size must be >= 1, got 0"):
         start_training(ui_ctx, owner, letters_experiment, tiny("vanilla baseline", batch_size=0))
     # No generation yet: nothing kept to train Fine-tune-CoT on.
     with pytest.raises(UserError, match=r"no kept samples.*--format vanilla"):
