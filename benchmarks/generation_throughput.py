@@ -52,7 +52,12 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: rtdemo and tests
 from benchmarks.machine import machine_info  # noqa: E402
 from rtdemo.errors import UserError  # noqa: E402
 from rtdemo.generation.run import GenerationSettings, RunStats, run_generation  # noqa: E402
-from rtdemo.generation.samples import SampleKey, save_answer, save_rationale  # noqa: E402
+from rtdemo.generation.samples import (  # noqa: E402
+    SampleKey,
+    SampleSlot,
+    save_answer,
+    save_rationale,
+)
 from rtdemo.tasks.registry import TASKS  # noqa: E402
 from rtdemo.tasks.synthetic import SyntheticSettings, generate  # noqa: E402
 from rtdemo.tasks.types import Example  # noqa: E402
@@ -160,9 +165,8 @@ def store_commit_ms(questions: list[Example]) -> float:
         store.add_questions(experiment.id, questions)
         start = time.perf_counter()
         for q in questions:
-            sid = save_rationale(
-                store, experiment.id, q.split, q.index, q.question, key, 0, q.question, reply, 0, {}
-            )
+            slot = SampleSlot.of(experiment.id, q, key, 0)
+            sid = save_rationale(store, slot, q.question, reply, 0, {})
             save_answer(store, sid, q.question, Completion(" yes.", "stop", 70, 2), "yes", True, 0)
         return (time.perf_counter() - start) * 1000 / (2 * len(questions))
 

@@ -9,7 +9,7 @@ import pytest
 from rtdemo.errors import UserError
 from rtdemo.generation.pricing import Price
 from rtdemo.generation.run import GenerationSettings, run_generation
-from rtdemo.generation.samples import SampleKey, load_samples, save_rationale
+from rtdemo.generation.samples import SampleKey, SampleSlot, load_samples, save_rationale
 from rtdemo.tasks.registry import TASKS
 from rtdemo.tasks.synthetic import SyntheticSettings, generate
 from rtdemo.teachers.base import Completion, TeacherError, rationale_prompt
@@ -93,12 +93,7 @@ def test_a_stored_rationale_is_not_requested_again(setup):
     key = SampleKey("builtin", "", "builtin-err0.1", 0.0, 128)
     save_rationale(
         store,
-        exp.id,
-        q.split,
-        q.index,
-        q.question,
-        key,
-        0,
+        SampleSlot.of(exp.id, q, key, 0),
         rationale_prompt(q.question),
         Completion(" It was flipped twice.", "stop"),
         0.0,

@@ -25,6 +25,7 @@ from rtdemo.errors import UserError
 from rtdemo.generation.pricing import Price, usage_cost
 from rtdemo.generation.samples import (
     SampleKey,
+    SampleSlot,
     load_samples,
     save_answer,
     save_failure,
@@ -248,18 +249,8 @@ class Generator:
         self, example: Example, index: int, err: TeacherError, keep_rationale: bool
     ) -> None:
         reason = f"{err.kind}: {err}"
-        save_failure(
-            self.store,
-            self.experiment.id,
-            example.split,
-            example.index,
-            example.question,
-            self.key,
-            index,
-            reason,
-            self.settings.max_attempts,
-            keep_rationale,
-        )
+        slot = SampleSlot.of(self.experiment.id, example, self.key, index)
+        save_failure(self.store, slot, reason, self.settings.max_attempts, keep_rationale)
         self.stats.failed += 1
         self.on_progress(self.stats)
 
@@ -288,19 +279,8 @@ class Generator:
             for index, reply in zip(group, replies, strict=True):
                 cost = usage_cost(self.price, reply)
                 self.stats.spend += cost
-                sid = save_rationale(
-                    self.store,
-                    self.experiment.id,
-                    example.split,
-                    example.index,
-                    example.question,
-                    self.key,
-                    index,
-                    prompt,
-                    reply,
-                    cost,
-                    settings,
-                )
+                slot = SampleSlot.of(self.experiment.id, example, self.key, index)
+                sid = save_rationale(self.store, slot, prompt, reply, cost, settings)
                 self._rationales[sid] = reply.text
                 self._truncated[sid] = reply.finish_reason == "length"
                 answers.append(self._answer(example, sid, prompt, index, call_2_cost))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from rtdemo.tasks.types import Example
 from rtdemo.teachers.base import Completion, TeacherInfo
 from rtdemo.workspace.store import Store
 
@@ -43,6 +44,37 @@ class SampleKey:
     def of(cls, info: TeacherInfo, temperature: float, max_tokens: int) -> SampleKey:
         """The key of a teacher's samples at these settings."""
         return cls(info.kind, info.base_url, info.model, float(temperature), int(max_tokens))
+
+
+@dataclass(frozen=True)
+class SampleSlot:
+    """Where one sample lives: its experiment, question (split, index, text), teacher setting
+    and sample index. The row it names is unique (`save_rationale` and `save_failure` upsert)."""
+
+    experiment_id: int
+    split: str
+    idx: int
+    question: str
+    key: SampleKey
+    sample_index: int
+
+    @classmethod
+    def of(cls, experiment_id: int, example: Example, key: SampleKey, index: int) -> SampleSlot:
+        """The slot of sample `index` of `example` at the teacher setting `key`."""
+        return cls(experiment_id, example.split, example.index, example.question, key, index)
+
+    def ident(self) -> dict[str, Any]:
+        """The columns that identify the row (the samples table's unique key)."""
+        return {
+            "experiment_id": self.experiment_id,
+            "question_hash": question_hash(self.question),
+            "teacher": self.key.teacher,
+            "base_url": self.key.base_url,
+            "model": self.key.model,
+            "temperature": self.key.temperature,
+            "max_tokens": self.key.max_tokens,
+            "sample_index": self.sample_index,
+        }
 
 
 @dataclass(frozen=True)
@@ -112,27 +144,9 @@ def load_samples(
     return [_sample(r) for r in rows]
 
 
-def _upsert(
-    store: Store,
-    experiment_id: int,
-    split: str,
-    idx: int,
-    question: str,
-    key: SampleKey,
-    sample_index: int,
-    fields: dict[str, Any],
-) -> int:
-    ident = {
-        "experiment_id": experiment_id,
-        "question_hash": question_hash(question),
-        "teacher": key.teacher,
-        "base_url": key.base_url,
-        "model": key.model,
-        "temperature": key.temperature,
-        "max_tokens": key.max_tokens,
-        "sample_index": sample_index,
-    }
-    row = {**ident, "split": split, "idx": idx, **fields, "updated_at": _now()}
+def _upsert(store: Store, slot: SampleSlot, fields: dict[str, Any]) -> int:
+    ident = slot.ident()
+    row = {**ident, "split": slot.split, "idx": slot.idx, **fields, "updated_at": _now()}
     names = ", ".join(row)
     marks = ", ".join("?" for _ in row)
     updates = ", ".join(f"{k} = excluded.{k}" for k in row if k not in ident)
@@ -152,12 +166,7 @@ def _upsert(
 
 def save_rationale(
     store: Store,
-    experiment_id: int,
-    split: str,
-    idx: int,
-    question: str,
-    key: SampleKey,
-    sample_index: int,
+    slot: SampleSlot,
     prompt: str,
     completion: Completion,
     cost: float,
@@ -166,12 +175,7 @@ def save_rationale(
     """Commit call 1's result for one sample (status `rationale`); return the sample's id."""
     return _upsert(
         store,
-        experiment_id,
-        split,
-        idx,
-        question,
-        key,
-        sample_index,
+        slot,
         {
             "status": "rationale",
             "rationale_prompt": prompt,
@@ -218,46 +222,16 @@ def save_answer(
 
 
 def save_failure(
-    store: Store,
-    experiment_id: int,
-    split: str,
-    idx: int,
-    question: str,
-    key: SampleKey,
-    sample_index: int,
-    error: str,
-    attempts: int,
-    keep_rationale: bool,
+    store: Store, slot: SampleSlot, error: str, attempts: int, keep_rationale: bool
 ) -> None:
     """Record that a sample's request kept failing (call 1, or call 2 if `keep_rationale`)."""
     if keep_rationale:  # call 1's result stays: a retry only needs call 2
+        ident = slot.ident()
         with store.transaction() as conn:
             conn.execute(
-                "UPDATE samples SET error = ?, attempts = attempts + ?, updated_at = ? "
-                "WHERE experiment_id = ? AND question_hash = ? AND teacher = ? AND base_url = ? "
-                "AND model = ? AND temperature = ? AND max_tokens = ? AND sample_index = ?",
-                (
-                    error,
-                    attempts,
-                    _now(),
-                    experiment_id,
-                    question_hash(question),
-                    key.teacher,
-                    key.base_url,
-                    key.model,
-                    key.temperature,
-                    key.max_tokens,
-                    sample_index,
-                ),
+                "UPDATE samples SET error = ?, attempts = attempts + ?, updated_at = ? WHERE "
+                + " AND ".join(f"{k} = ?" for k in ident),
+                (error, attempts, _now(), *ident.values()),
             )
         return
-    _upsert(
-        store,
-        experiment_id,
-        split,
-        idx,
-        question,
-        key,
-        sample_index,
-        {"status": "failed", "error": error, "attempts": attempts},
-    )
+    _upsert(store, slot, {"status": "failed", "error": error, "attempts": attempts})
