@@ -21,6 +21,14 @@ from collections.abc import Callable
 from typing import Any
 
 NO_PROGRESS = "no progress reported yet"
+# The figures of a record shown as they are, in this order (after done or step, and failures).
+FIGURES = (
+    ("loss", "loss {:.4f}"),
+    ("learning_rate", "lr {:.2e}"),
+    ("tokens_per_second", "{:.0f} tokens/s"),
+    ("spend", "spent ${:.4f}"),
+    ("accuracy", "teacher accuracy so far {:.1%}"),
+)
 
 
 def duration(seconds: Any) -> str:
@@ -42,16 +50,9 @@ def format_progress(record: dict[str, Any] | None, sep: str = ", ") -> str:
         parts.append(f"{record['done']}/{record.get('total', '?')} done")
     if record.get("failures"):
         parts.append(f"{record['failures']} failed")
-    if record.get("loss") is not None:
-        parts.append(f"loss {float(record['loss']):.4f}")
-    if record.get("learning_rate") is not None:
-        parts.append(f"lr {float(record['learning_rate']):.2e}")
-    if record.get("tokens_per_second") is not None:
-        parts.append(f"{float(record['tokens_per_second']):.0f} tokens/s")
-    if record.get("spend") is not None:
-        parts.append(f"spent ${float(record['spend']):.4f}")
-    if record.get("accuracy") is not None:
-        parts.append(f"teacher accuracy so far {float(record['accuracy']):.1%}")
+    parts += [
+        text.format(float(record[name])) for name, text in FIGURES if record.get(name) is not None
+    ]
     if record.get("eta") is not None:
         parts.append(f"ETA {duration(record['eta'])}")
     return sep.join(parts)
