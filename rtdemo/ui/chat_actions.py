@@ -59,10 +59,10 @@ class ChatForm:
     student_max_tokens: int = STUDENT_MAX_NEW_TOKENS
 
     @classmethod
-    def of(cls, *values: Any) -> ChatForm:
-        """The form from the components' values in field order (Gradio numbers come as floats;
-        the teacher may come as its label)."""
-        form = cls(*values)
+    def of(cls, *values: Any, **named: Any) -> ChatForm:
+        """The form from the components' values, by field name or in field order (Gradio numbers
+        come as floats; the teacher may come as its label)."""
+        form = cls(*values, **named)
         teacher = TEACHERS.get(form.teacher, form.teacher or "builtin")
         if teacher not in TEACHERS.values():
             raise UserError(f"the chat teacher is one of {', '.join(TEACHERS)}")

@@ -48,9 +48,10 @@ class PublishForm:
     license: str = "unknown"
 
     @classmethod
-    def of(cls, *values: Any) -> PublishForm:
-        """The form from the components' values (None for a cleared field)."""
-        form = cls(*values)
+    def of(cls, *values: Any, **named: Any) -> PublishForm:
+        """The form from the components' values, by field name or in field order (None for a
+        cleared field)."""
+        form = cls(*values, **named)
         return cls(
             run=(form.run or "").strip(),
             what=form.what or "student and dataset",

@@ -50,9 +50,10 @@ class TrainForm:
     filter_answers: bool = True
 
     @classmethod
-    def of(cls, *values: Any) -> TrainForm:
-        """The form from the components' values in field order (Gradio numbers come as floats)."""
-        form = cls(*values)
+    def of(cls, *values: Any, **named: Any) -> TrainForm:
+        """The form from the components' values, by field name or in field order (Gradio numbers
+        come as floats)."""
+        form = cls(*values, **named)
         return cls(
             student=(form.student or "tiny").strip(),
             recipe=form.recipe or "tiny",
