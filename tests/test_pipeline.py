@@ -281,7 +281,7 @@ def test_a_bad_last_run_is_refused_before_any_work(tmp_path):
     for run, message in cases.items():
         with pytest.raises(UserError, match=re.escape(message)):
             check_recipe(_recipe(tmp_path, f"[{good}, {run}]"))
-    with pytest.raises(UserError, match="evaluation.batch_size must be >= 1, got 0"):
+    with pytest.raises(UserError, match=r"evaluation\.batch_size must be >= 1, got 0"):
         check_recipe(_recipe(tmp_path, f"[{good}]", "{batch_size: 0}"))
 
 
