@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -28,6 +29,7 @@ from rtdemo.ui.chat_actions import (
     votes_table,
 )
 from rtdemo.ui.chat_view import EMPTY
+from rtdemo.ui.forms import FormFields
 from rtdemo.ui.session import AppContext
 
 INTRO = (
@@ -48,8 +50,35 @@ VOTE_BUTTONS = {
 _STOPS: dict[str, threading.Event] = {}
 
 
+@dataclass
+class _Tab:
+    """The tab's components, by what they do."""
+
+    form: FormFields[ChatForm]
+    key: gr.Textbox
+    student: gr.Dropdown
+    refresh: gr.Button
+    question: gr.Textbox
+    buttons: dict[str, gr.Button]  # send, pick, regenerate, stop, clear
+    message: gr.Markdown
+    panes: list[gr.components.Component]  # message, both sides' status/rationale/answer, gold
+    votes: dict[str, gr.Button]
+    vote_message: gr.Markdown
+    table: gr.Dataframe
+    export: gr.Button
+    download: gr.File
+    exchange: gr.State
+    last_question: gr.State
+
+
 def build_chat_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) -> None:
-    """Lay out the Chat tab inside the current Blocks context."""
+    """Lay out the Chat tab inside the current Blocks context, and wire it."""
+    tab = _layout()
+    _wire_chat(ctx, owner, experiment, tab)
+    _wire_votes(ctx, owner, experiment, tab)
+
+
+def _layout() -> _Tab:
     gr.Markdown(INTRO)
     with gr.Row(equal_height=True):
         teacher = gr.Radio(list(TEACHERS), value=next(iter(TEACHERS)), label="Teacher")
@@ -74,30 +103,30 @@ def build_chat_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) ->
             temperature = gr.Number(0.0, label="Teacher temperature", info="paper: 0 (greedy)")
             teacher_max = gr.Number(128, precision=0, label="Teacher max tokens (per call)")
             student_max = gr.Number(256, precision=0, label="Student max new tokens")
+    form = FormFields(
+        ChatForm,
+        teacher=teacher,
+        base_url=base_url,
+        model=model,
+        mode=mode,
+        temperature=temperature,
+        teacher_max_tokens=teacher_max,
+        student=student,
+        student_max_tokens=student_max,
+    )
     question = gr.Textbox(label="Question", lines=2, placeholder="type a question, or press 🎲")
     with gr.Row():
-        send = gr.Button("Send", variant="primary")
-        pick = gr.Button("🎲 Random test question")
-        regenerate = gr.Button("🔄 Regenerate")
-        stop = gr.Button("Stop", variant="stop")
-        clear = gr.Button("🗑️ Clear")
+        buttons = {
+            "send": gr.Button("Send", variant="primary"),
+            "pick": gr.Button("🎲 Random test question"),
+            "regenerate": gr.Button("🔄 Regenerate"),
+            "stop": gr.Button("Stop", variant="stop"),
+            "clear": gr.Button("🗑️ Clear"),
+        }
     message = gr.Markdown()
+    panes = [message, *_answer_panes(), gr.Markdown()]  # the last: the gold check
     with gr.Row():
-        with gr.Column():
-            t_status = gr.Markdown(EMPTY.teacher_status)
-            t_rationale = gr.Textbox(
-                label="Teacher's rationale", lines=6, max_lines=20, interactive=False
-            )
-            t_answer = gr.Textbox(label="Teacher's answer", interactive=False)
-        with gr.Column():
-            s_status = gr.Markdown(EMPTY.student_status)
-            s_rationale = gr.Textbox(
-                label="Student's rationale", lines=6, max_lines=20, interactive=False
-            )
-            s_answer = gr.Textbox(label="Student's answer", interactive=False)
-    gold = gr.Markdown()
-    with gr.Row():
-        vote_buttons = {c: gr.Button(label, size="sm") for c, label in VOTE_BUTTONS.items()}
+        votes = {c: gr.Button(label, size="sm") for c, label in VOTE_BUTTONS.items()}
     vote_message = gr.Markdown()
     with gr.Accordion("Your votes on this experiment", open=False):
         table = gr.Dataframe(
@@ -111,37 +140,62 @@ def build_chat_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) ->
         with gr.Row():
             export = gr.Button("Export votes (JSONL)")
             download = gr.File(label="Votes file", interactive=False)
-    exchange = gr.State(None)
-    last_question = gr.State("")
-    # For API clients: `chat_vote` takes the vote as a value (the buttons above are UI only).
-    vote_choice = gr.Textbox(visible=False)
-    vote_api = gr.Button(visible=False)
+    return _Tab(
+        form=form,
+        key=key,
+        student=student,
+        refresh=refresh,
+        question=question,
+        buttons=buttons,
+        message=message,
+        panes=panes,
+        votes=votes,
+        vote_message=vote_message,
+        table=table,
+        export=export,
+        download=download,
+        exchange=gr.State(None),
+        last_question=gr.State(""),
+    )
 
-    form = [teacher, base_url, model, mode, temperature, teacher_max, student, student_max]
-    panes = [message, t_status, t_rationale, t_answer, s_status, s_rationale, s_answer, gold]
+
+def _answer_panes() -> list[gr.components.Component]:
+    """The teacher's and the student's status, rationale and answer, side by side."""
+    with gr.Row():
+        with gr.Column():
+            t_status = gr.Markdown(EMPTY.teacher_status)
+            t_rationale = gr.Textbox(
+                label="Teacher's rationale", lines=6, max_lines=20, interactive=False
+            )
+            t_answer = gr.Textbox(label="Teacher's answer", interactive=False)
+        with gr.Column():
+            s_status = gr.Markdown(EMPTY.student_status)
+            s_rationale = gr.Textbox(
+                label="Student's rationale", lines=6, max_lines=20, interactive=False
+            )
+            s_answer = gr.Textbox(label="Student's answer", interactive=False)
+    return [t_status, t_rationale, t_answer, s_status, s_rationale, s_answer]
+
+
+def _wire_chat(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _Tab) -> None:
+    """Send (and Enter, Regenerate), Stop, Clear and 🎲."""
+    panes = tab.panes
 
     def ask(
         who: str | None,
         experiment: str | None,
         question: str,
-        teacher: str,
-        base_url: str,
-        model: str,
-        mode: str,
-        temperature: float,
-        teacher_max_tokens: int,
-        student: str,
-        student_max_tokens: int,
-        key: str,
         request: gr.Request,
+        *,
+        key: str | None = None,
+        **values: Any,
     ) -> Iterator[tuple]:
-        fields = (teacher, base_url, model, mode, temperature, teacher_max_tokens, student)
         stop_event = threading.Event()
         session = getattr(request, "session_hash", None) or ""
         _STOPS[session] = stop_event
         try:
-            form = ChatForm.of(*fields, student_max_tokens)
-            for view in chat(ctx, who, experiment, question, form, key, stop_event):
+            form = tab.form.build(values)
+            for view in chat(ctx, who, experiment, question, form, key or "", stop_event):
                 yield (*view, question)
         except UserError as err:
             yield (f"⚠️ {err}", *[gr.skip()] * (len(panes) + 1))
@@ -156,32 +210,33 @@ def build_chat_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) ->
         event.set()
         return "Stopped."
 
-    outputs = [*panes, exchange, last_question]
-    chat_inputs = [*form, key]
+    outputs = [*panes, tab.exchange, tab.last_question]
+    form = dict(inputs_kwargs={**tab.form.kwargs, "key": tab.key})
     shared = dict(concurrency_id="chat", concurrency_limit=1)
     private = dict(api_visibility="private", concurrency_limit=None)
     running = []
     for trigger, asked, name in (
-        (send.click, question, "chat"),
-        (question.submit, question, None),
-        (regenerate.click, last_question, None),
+        (tab.buttons["send"].click, tab.question, "chat"),
+        (tab.question.submit, tab.question, None),
+        (tab.buttons["regenerate"].click, tab.last_question, None),
     ):
         # A new exchange has no vote yet: clear the last vote's line first.
-        event = trigger(lambda: "", None, vote_message, **private).then(
+        event = trigger(lambda: "", None, tab.vote_message, **private).then(
             ask,
-            [owner, experiment, asked, *chat_inputs],
+            [owner, experiment, asked],
             outputs,
+            **form,
             **(dict(api_name=name) if name else dict(api_visibility="private")),
             **shared,
         )
         running.append(event)
-    stop.click(halt, None, message, cancels=running, **private)
+    tab.buttons["stop"].click(halt, None, tab.message, cancels=running, **private)
 
     def clear_all() -> tuple:
         return ("", *EMPTY[:-1], None, "", "")
 
-    clear.click(
-        clear_all, None, [question, *panes, exchange, last_question, vote_message], **private
+    tab.buttons["clear"].click(
+        clear_all, None, [tab.question, *outputs, tab.vote_message], **private
     )
 
     def pick_clicked(who: str | None, experiment: str | None) -> tuple[Any, str]:
@@ -190,13 +245,18 @@ def build_chat_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) ->
         except UserError as err:
             return gr.skip(), f"⚠️ {err}"
 
-    pick.click(
+    tab.buttons["pick"].click(
         pick_clicked,
         [owner, experiment],
-        [question, message],
+        [tab.question, tab.message],
         api_name="random_test_question",
         concurrency_limit=None,
     )
+
+
+def _wire_votes(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _Tab) -> None:
+    """The vote buttons (and `chat_vote` for API clients), the export, the lists' refresh."""
+    private = dict(api_visibility="private", concurrency_limit=None)
 
     def vote_clicked(choice: str, who: str | None, experiment: str | None, record: dict | None):
         try:
@@ -205,14 +265,19 @@ def build_chat_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) ->
             return f"⚠️ {err}", gr.skip(), gr.skip()
         return text, record, votes_table(ctx, who, experiment)
 
-    vote_outputs = [vote_message, exchange, table]
-    for choice, button in vote_buttons.items():
+    vote_outputs = [tab.vote_message, tab.exchange, tab.table]
+    for choice, button in tab.votes.items():
         button.click(
-            partial(vote_clicked, choice), [owner, experiment, exchange], vote_outputs, **private
+            partial(vote_clicked, choice),
+            [owner, experiment, tab.exchange],
+            vote_outputs,
+            **private,
         )
-    vote_api.click(
+    # For API clients: `chat_vote` takes the vote as a value (the buttons above are UI only).
+    vote_choice = gr.Textbox(visible=False)
+    gr.Button(visible=False).click(
         vote_clicked,
-        [vote_choice, owner, experiment, exchange],
+        [vote_choice, owner, experiment, tab.exchange],
         vote_outputs,
         api_name="chat_vote",
         concurrency_limit=None,
@@ -225,10 +290,10 @@ def build_chat_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) ->
             return None, f"⚠️ {err}"
         return str(path), text
 
-    export.click(
+    tab.export.click(
         export_clicked,
         [owner, experiment],
-        [download, vote_message],
+        [tab.download, tab.vote_message],
         api_name="chat_export",
         concurrency_limit=None,
     )
@@ -241,5 +306,5 @@ def build_chat_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) ->
             names, votes = [], votes_table(ctx, None, None)
         return gr.Dropdown(choices=names, value=names[0] if names else None), votes
 
-    for trigger in (refresh.click, experiment.change):
-        trigger(refreshed, [owner, experiment], [student, table], **private)
+    for trigger in (tab.refresh.click, experiment.change):
+        trigger(refreshed, [owner, experiment], [tab.student, tab.table], **private)

@@ -9,12 +9,15 @@ the machine's `HF_TOKEN`. Cards and file lists are shown as plain text.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import gradio as gr
 
 from rtdemo.errors import UserError
 from rtdemo.hosting.quotas import on_spaces
+from rtdemo.ui.forms import FormFields
 from rtdemo.ui.publish_actions import (
     LICENSES,
     VISIBILITY,
@@ -34,28 +37,46 @@ def start_from_tab(
     ctx: AppContext,
     owner: str | None,
     experiment: str | None,
-    values: tuple,
-    typed: str | None,
-    dry_run: bool,
-    oauth: gr.OAuthToken | None,
-    profile: gr.OAuthProfile | None,
-    spaces: bool,
+    form: PublishForm,
+    *,
+    token: str | None = "",
+    dry_run: bool = False,
+    oauth: gr.OAuthToken | None = None,
+    profile: gr.OAuthProfile | None = None,
+    spaces: bool = False,
 ) -> tuple[str, str]:
-    """Start a push (or a preview) from the form's `values`: a message and the command line.
+    """Start a push (or a preview) of `form`: a message and the command line.
 
     The token: typed, else the signed-in user's OAuth token, else (not on Spaces) the machine's;
     a repo id without an owner goes to the signed-in user's account."""
-    form = PublishForm.of(*values).with_owner(profile.username if profile else None)
+    form = form.with_owner(profile.username if profile else None)
     try:
-        token = None if dry_run else hub_token(typed, oauth.token if oauth else None, spaces)
-        return start_publish(ctx, owner, experiment, form, token, dry_run)
+        hub = None if dry_run else hub_token(token, oauth.token if oauth else None, spaces)
+        return start_publish(ctx, owner, experiment, form, hub, dry_run)
     except UserError as err:
         return f"⚠️ {err}", publish_command(experiment, form)
 
 
+@dataclass
+class _Tab:
+    """The tab's components: the form, the token box, the buttons and what shows the push."""
+
+    form: FormFields[PublishForm]
+    token: gr.Textbox
+    buttons: dict[str, gr.Button]  # preview, publish, cancel, refresh
+    message: gr.Markdown
+    command: gr.Code
+    view: list[gr.components.Component]  # status, progress, log, files, cards
+    timer: gr.Timer
+
+
 def build_publish_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) -> None:
-    """Lay out the Publish tab inside the current Blocks context."""
+    """Lay out the Publish tab inside the current Blocks context, and wire it."""
     spaces = on_spaces()
+    _wire(ctx, owner, experiment, _layout(spaces), spaces)
+
+
+def _layout(spaces: bool) -> _Tab:
     gr.Markdown(
         "Publish the **student** (a model repo) and the **rationales** it learnt from (a dataset "
         "repo) on the Hugging Face Hub. Each gets a card: how it was taught, its settings, and "
@@ -86,31 +107,59 @@ def build_publish_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown)
     with gr.Row():
         merged = gr.Checkbox(False, label="Full weights (merge a LoRA adapter)")
         all_samples = gr.Checkbox(False, label="Dataset: every sample with its verdicts too")
-        typed = gr.Textbox(
+        token = gr.Textbox(
             label="Hugging Face token",
             type="password",
             info="write access; empty: "
             + ("your sign-in" if spaces else "HF_TOKEN where the app runs"),
         )
-    form = [run, what, repo_id, dataset_repo_id, visibility, merged, all_samples, license]
+    form = FormFields(
+        PublishForm,
+        run=run,
+        what=what,
+        repo_id=repo_id,
+        dataset_repo_id=dataset_repo_id,
+        visibility=visibility,
+        merged=merged,
+        all_samples=all_samples,
+        license=license,
+    )
     with gr.Row():
-        preview = gr.Button("Preview (dry run)")
-        publish = gr.Button("Publish", variant="primary")
-        cancel = gr.Button("Cancel publishing", variant="stop")
-        refresh = gr.Button("Refresh")
-    message = gr.Markdown()
-    command = gr.Code(
-        publish_command(None, PublishForm()), language="shell", label="Equivalent CLI command"
+        buttons = {
+            "preview": gr.Button("Preview (dry run)"),
+            "publish": gr.Button("Publish", variant="primary"),
+            "cancel": gr.Button("Cancel publishing", variant="stop"),
+            "refresh": gr.Button("Refresh"),
+        }
+    return _Tab(
+        form=form,
+        token=token,
+        buttons=buttons,
+        message=gr.Markdown(),
+        command=gr.Code(
+            publish_command(None, PublishForm()), language="shell", label="Equivalent CLI command"
+        ),
+        view=[
+            gr.Markdown("Nothing published yet."),
+            gr.Slider(0, 100, value=0, label="Publishing progress (%)", interactive=False),
+            gr.Textbox(label="Publishing log", lines=6, max_lines=14, interactive=False),
+            gr.Textbox(label="Files", lines=6, max_lines=20, interactive=False),
+            gr.Code(
+                label="Cards (README.md)",
+                language="markdown",
+                lines=12,
+                max_lines=40,
+                wrap_lines=True,
+            ),
+        ],
+        timer=gr.Timer(2.0, active=False),
     )
-    status = gr.Markdown("Nothing published yet.")
-    progress = gr.Slider(0, 100, value=0, label="Publishing progress (%)", interactive=False)
-    log = gr.Textbox(label="Publishing log", lines=6, max_lines=14, interactive=False)
-    files = gr.Textbox(label="Files", lines=6, max_lines=20, interactive=False)
-    cards = gr.Code(
-        label="Cards (README.md)", language="markdown", lines=12, max_lines=40, wrap_lines=True
-    )
-    timer = gr.Timer(2.0, active=False)
-    view = [status, progress, log, files, cards]
+
+
+def _wire(
+    ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _Tab, spaces: bool
+) -> None:
+    form, buttons = tab.form, tab.buttons
     who_what = [owner, experiment]
     private = dict(api_visibility="private", concurrency_limit=None)
 
@@ -121,42 +170,28 @@ def build_publish_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown)
             return f"⚠️ {err}", 0.0, "", "", "", gr.Timer(active=False)
         return v.status, v.percent, v.log, v.files, v.card, gr.Timer(active=v.active)
 
-    def status_of(who: str | None, name: str | None) -> tuple:
-        return tick(who, name)[:5]
+    def status_of(who: str | None, experiment: str | None) -> tuple:
+        return tick(who, experiment)[:5]
 
     def publish_clicked(
         who: str | None,
-        name: str | None,
-        run: str,
-        what: str,
-        repo_id: str,
-        dataset_repo_id: str,
-        visibility: str,
-        merged: bool,
-        all_samples: bool,
-        license: str,
-        typed: str,
+        experiment: str | None,
         oauth: gr.OAuthToken | None,
         profile: gr.OAuthProfile | None,
+        *,
+        token: str | None = None,
+        **values: Any,
     ) -> tuple[str, str]:
-        values = (run, what, repo_id, dataset_repo_id, visibility, merged, all_samples, license)
-        return start_from_tab(ctx, who, name, values, typed, False, oauth, profile, spaces)
+        settings = form.build(values)
+        return start_from_tab(
+            ctx, who, experiment, settings, token=token, oauth=oauth, profile=profile, spaces=spaces
+        )
 
     def preview_clicked(
-        who: str | None,
-        name: str | None,
-        run: str,
-        what: str,
-        repo_id: str,
-        dataset_repo_id: str,
-        visibility: str,
-        merged: bool,
-        all_samples: bool,
-        license: str,
-        profile: gr.OAuthProfile | None,
+        who: str | None, experiment: str | None, profile: gr.OAuthProfile | None, **values: Any
     ) -> tuple[str, str]:
-        values = (run, what, repo_id, dataset_repo_id, visibility, merged, all_samples, license)
-        return start_from_tab(ctx, who, name, values, "", True, None, profile, spaces)
+        settings = form.build(values)
+        return start_from_tab(ctx, who, experiment, settings, dry_run=True, profile=profile)
 
     def runs_of(who: str | None, name: str | None):
         try:
@@ -164,25 +199,37 @@ def build_publish_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown)
         except UserError:
             return gr.Dropdown(choices=[])
 
-    poll = dict(fn=tick, inputs=who_what, outputs=[*view, timer])
-    publish.click(
-        publish_clicked, [*who_what, *form, typed], [message, command], api_name="start_publish"
+    def command_of(experiment: str | None, **values: Any) -> str:
+        return publish_command(experiment, form.build(values))
+
+    poll = dict(fn=tick, inputs=who_what, outputs=[*tab.view, tab.timer])
+    shown = [tab.message, tab.command]
+    buttons["publish"].click(
+        publish_clicked,
+        who_what,
+        shown,
+        inputs_kwargs={**form.kwargs, "token": tab.token},
+        api_name="start_publish",
     ).then(**poll, **private)
-    preview.click(
-        preview_clicked, [*who_what, *form], [message, command], api_name="preview_publish"
+    buttons["preview"].click(
+        preview_clicked, who_what, shown, inputs_kwargs=form.kwargs, api_name="preview_publish"
     ).then(**poll, **private)
-    cancel.click(
-        shown_errors(partial(cancel_publish, ctx)), who_what, message, api_name="cancel_publish"
+    buttons["cancel"].click(
+        shown_errors(partial(cancel_publish, ctx)), who_what, tab.message, api_name="cancel_publish"
     ).then(**poll, **private)
-    refresh.click(status_of, who_what, view, api_name="publish_status", concurrency_limit=None)
-    timer.tick(**poll, **private)
+    buttons["refresh"].click(
+        status_of, who_what, tab.view, api_name="publish_status", concurrency_limit=None
+    )
+    tab.timer.tick(**poll, **private)
+    run = form.components["run"]
     experiment.change(**poll, **private).then(runs_of, who_what, run, **private)
     run.focus(runs_of, who_what, run, **private)  # runs trained in the meantime
     gr.on(
-        [c.change for c in (experiment, *form)],
-        lambda name, *values: publish_command(name, PublishForm.of(*values)),
-        [experiment, *form],
-        command,
+        [c.change for c in (experiment, *form.inputs)],
+        command_of,
+        experiment,
+        tab.command,
+        inputs_kwargs=form.kwargs,
         trigger_mode="always_last",
         **private,
     )

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
 from rtdemo.errors import UserError
 from rtdemo.tasks.types import SPLITS
+from rtdemo.ui.forms import FormFields
 from rtdemo.ui.session import ACTIVE, AppContext
 from rtdemo.ui.teacher_actions import (
     SAMPLE_COLUMNS,
@@ -39,57 +41,87 @@ def _shown(fn: Callable[..., Any], blanks: int = 0) -> Callable[..., Any]:
     """`fn` with a `UserError` turned into a "⚠️" message (and `blanks` empty outputs after it)."""
 
     @functools.wraps(fn)  # Gradio names the API parameters after fn's signature
-    def run(*args: Any) -> Any:
+    def run(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except UserError as err:
             return (f"⚠️ {err}", *[""] * blanks) if blanks else f"⚠️ {err}"
 
     return run
 
 
-def _with_choice(ctx: AppContext, action: Callable[..., tuple[str, str]]) -> Callable[..., Any]:
+def teacher_choice(
+    *,
+    teacher: str,
+    base_url: str | None,
+    model: str | None,
+    mode: str | None,
+    replay_file: str | None,
+    split: str | None,
+    samples: float | None,
+    temperature: float | None,
+    max_tokens: float | None,
+    concurrency: float | None,
+    budget: float | None,
+    limit: float | None,
+) -> TeacherChoice:
+    """The tab's values as a `TeacherChoice` (Gradio numbers come as floats, a cleared box as
+    None); a sample count of 0 stays 0: the command says what is wrong with it."""
+
+    def number(value: float | None, default: float) -> float:
+        return default if value is None else value
+
+    return TeacherChoice(
+        teacher=teacher,
+        base_url=base_url or "",
+        model=model or "",
+        mode=mode or "chat",
+        replay_file=replay_file or None,
+        split=split or "train",
+        samples=int(number(samples, 1)),
+        temperature=float(number(temperature, 0.0)),
+        max_tokens=int(number(max_tokens, 128)),
+        concurrency=int(number(concurrency, 8)),
+        budget=float(budget) if budget else None,
+        limit=int(limit or 0),
+    )
+
+
+def _with_choice(
+    ctx: AppContext, form: FormFields[TeacherChoice], action: Callable[..., tuple[str, str]]
+) -> Callable[..., Any]:
     """`action(ctx, owner, experiment, TeacherChoice, key)` over the tab's inputs, by name."""
 
     def run(
-        owner: str | None,
-        experiment: str | None,
-        teacher: str,
-        base_url: str | None,
-        model: str | None,
-        mode: str | None,
-        replay_file: str | None,
-        split: str | None,
-        samples: float | None,
-        temperature: float | None,
-        max_tokens: float | None,
-        concurrency: float | None,
-        budget: float | None,
-        first_n: float | None,
-        api_key: str | None,
+        owner: str | None, experiment: str | None, *, api_key: str | None = None, **values: Any
     ) -> tuple[str, str]:
-        number = lambda value, default: default if value is None else value  # noqa: E731
-        choice = TeacherChoice(
-            teacher,
-            base_url or "",
-            model or "",
-            mode or "chat",
-            replay_file or None,
-            split or "train",
-            int(number(samples, 1)),  # 0 stays 0: the command says what is wrong with it
-            float(number(temperature, 0.0)),
-            int(number(max_tokens, 128)),
-            int(number(concurrency, 8)),
-            float(budget) if budget else None,
-            int(first_n or 0),
-        )
-        return action(ctx, owner, experiment, choice, api_key or "")
+        return action(ctx, owner, experiment, form.build(values), api_key or "")
 
     return _shown(run, 1)
 
 
+@dataclass
+class _Tab:
+    """The tab's components: the form, the key, the buttons and what shows the newest job."""
+
+    form: FormFields[TeacherChoice]
+    key: gr.Textbox
+    server_row: gr.Row
+    buttons: dict[str, gr.Button]  # estimate, start, cancel, resume, refresh
+    message: gr.Markdown
+    command: gr.Code
+    watched: list[gr.components.Component]  # status, progress, log, samples
+    timer: gr.Timer
+
+
 def build_teacher_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) -> None:
-    """Lay out the Teacher tab inside the current Blocks context."""
+    """Lay out the Teacher tab inside the current Blocks context, and wire it."""
+    tab = _layout()
+    _wire_form(tab)
+    _wire_jobs(ctx, owner, experiment, tab)
+
+
+def _layout() -> _Tab:
     gr.Markdown(
         "A teacher writes a rationale and an answer for each question (two-step Zero-shot-CoT). "
         "The paper's diverse setting is D > 1 samples at temperature 0.7; on the **test** split, "
@@ -120,12 +152,30 @@ def build_teacher_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown)
         concurrency = gr.Number(8, label="Requests in flight", precision=0, minimum=1)
         budget = gr.Number(0, label="Budget in USD (0 = none)", minimum=0)
         limit = gr.Number(0, label="First N questions (0 = all)", precision=0, minimum=0)
+    form = FormFields(
+        TeacherChoice,
+        teacher_choice,
+        teacher=teacher,
+        base_url=base_url,
+        model=model,
+        mode=mode,
+        replay_file=replay,
+        split=split,
+        samples=samples,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        concurrency=concurrency,
+        budget=budget,
+        limit=limit,
+    )
     with gr.Row():
-        estimate_btn = gr.Button("Estimate cost")
-        start_btn = gr.Button("Start", variant="primary")
-        cancel_btn = gr.Button("Cancel", variant="stop")
-        resume_btn = gr.Button("Resume")
-        refresh_btn = gr.Button("Refresh")
+        buttons = {
+            "estimate": gr.Button("Estimate cost"),
+            "start": gr.Button("Start", variant="primary"),
+            "cancel": gr.Button("Cancel", variant="stop"),
+            "resume": gr.Button("Resume"),
+            "refresh": gr.Button("Refresh"),
+        }
     message = gr.Markdown()
     command = gr.Code(
         label="Equivalent command line",
@@ -135,34 +185,34 @@ def build_teacher_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown)
         lines=2,
         max_lines=6,
     )
-    status = gr.Markdown("No job yet.")
-    progress = gr.Slider(0.0, 1.0, value=0.0, label="Progress", interactive=False)
-    log = gr.Textbox(label="Log (last lines)", lines=6, max_lines=12, interactive=False)
-    table = gr.Dataframe(
-        headers=list(SAMPLE_COLUMNS),
-        datatype=list(SAMPLE_COLUMNS.values()),
-        interactive=False,
-        label="Newest samples (what the teacher wrote, as plain text)",
-        wrap=True,
-        column_widths=["6%", "5%", "6%", "7%", "7%", "9%", "35%", "12%", "13%"],
-    )
-    timer = gr.Timer(2.0)
-
-    settings = [
-        teacher,
-        base_url,
-        model,
-        mode,
-        replay,
-        split,
-        samples,
-        temperature,
-        max_tokens,
-        concurrency,
-        budget,
-        limit,
+    watched = [
+        gr.Markdown("No job yet."),
+        gr.Slider(0.0, 1.0, value=0.0, label="Progress", interactive=False),
+        gr.Textbox(label="Log (last lines)", lines=6, max_lines=12, interactive=False),
+        gr.Dataframe(
+            headers=list(SAMPLE_COLUMNS),
+            datatype=list(SAMPLE_COLUMNS.values()),
+            interactive=False,
+            label="Newest samples (what the teacher wrote, as plain text)",
+            wrap=True,
+            column_widths=["6%", "5%", "6%", "7%", "7%", "9%", "35%", "12%", "13%"],
+        ),
     ]
-    watched = [status, progress, log, table]
+    return _Tab(
+        form=form,
+        key=key,
+        server_row=server_row,
+        buttons=buttons,
+        message=message,
+        command=command,
+        watched=watched,
+        timer=gr.Timer(2.0),
+    )
+
+
+def _wire_form(tab: _Tab) -> None:
+    """Show the server settings, the model box and the file box for the teachers that use them."""
+    fields = tab.form.components
 
     def toggle(kind: str):
         return (
@@ -171,7 +221,16 @@ def build_teacher_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown)
             gr.File(visible=kind == "replay"),
         )
 
-    teacher.change(toggle, teacher, [server_row, model, replay], api_visibility="private")
+    fields["teacher"].change(
+        toggle,
+        fields["teacher"],
+        [tab.server_row, fields["model"], fields["replay_file"]],
+        api_visibility="private",
+    )
+
+
+def _wire_jobs(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _Tab) -> None:
+    """Estimate, start, cancel, resume and refresh; poll the newest job while it may change."""
 
     def status_of(owner: str | None, experiment: str | None):
         try:
@@ -197,37 +256,39 @@ def build_teacher_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown)
     def rewatch(who, name):
         return (*tick(who, name)[:-1], gr.Timer(active=True))
 
-    inputs = [owner, experiment, *settings, key]
-    estimate = _with_choice(ctx, estimate_generation)
-    estimate_btn.click(estimate, inputs, [message, command], api_name="estimate_generation")
-    start = _with_choice(ctx, start_generation)
-    started = start_btn.click(start, inputs, [message, command], api_name="start_generation")
-    refresh_btn.click(
-        status_of,
-        [owner, experiment],
-        watched,
-        api_name="generation_status",
-        concurrency_limit=None,
+    who_what, buttons, shown = [owner, experiment], tab.buttons, [tab.message, tab.command]
+    choice = dict(inputs_kwargs={**tab.form.kwargs, "api_key": tab.key})
+    buttons["estimate"].click(
+        _with_choice(ctx, tab.form, estimate_generation),
+        who_what,
+        shown,
+        **choice,
+        api_name="estimate_generation",
     )
-    cancelled = cancel_btn.click(
-        _shown(cancel),
-        [owner, experiment],
-        message,
-        api_name="cancel_generation",
+    started = buttons["start"].click(
+        _with_choice(ctx, tab.form, start_generation),
+        who_what,
+        shown,
+        **choice,
+        api_name="start_generation",
     )
-    resumed = resume_btn.click(
-        _shown(resume),
-        [owner, experiment, key],
-        message,
-        api_name="resume_generation",
+    buttons["refresh"].click(
+        status_of, who_what, tab.watched, api_name="generation_status", concurrency_limit=None
     )
+    cancelled = buttons["cancel"].click(
+        _shown(cancel), who_what, tab.message, api_name="cancel_generation"
+    )
+    resumed = buttons["resume"].click(
+        _shown(resume), [*who_what, tab.key], tab.message, api_name="resume_generation"
+    )
+    watch = dict(fn=rewatch, inputs=who_what, outputs=[*tab.watched, tab.timer])
     for event in (started, cancelled, resumed):
-        event.then(rewatch, [owner, experiment], [*watched, timer], api_visibility="private")
-    experiment.change(rewatch, [owner, experiment], [*watched, timer], api_visibility="private")
-    timer.tick(
+        event.then(**watch, api_visibility="private")
+    experiment.change(**watch, api_visibility="private")
+    tab.timer.tick(
         tick,
-        [owner, experiment],
-        [*watched, timer],
+        who_what,
+        [*tab.watched, tab.timer],
         api_visibility="private",
         concurrency_limit=None,
         show_progress="hidden",

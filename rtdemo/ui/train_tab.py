@@ -6,11 +6,14 @@ Handlers live in `train_actions.py` (plain functions over the core); this file l
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import gradio as gr
 
 from rtdemo.errors import UserError
+from rtdemo.ui.forms import FormFields
 from rtdemo.ui.session import AppContext, shown_errors
 from rtdemo.ui.train_actions import (
     DEFAULT_STEPS,
@@ -26,8 +29,27 @@ from rtdemo.ui.train_actions import (
 )
 
 
+@dataclass
+class _Tab:
+    """The tab's components: the form, its buttons and what shows the current job."""
+
+    form: FormFields[TrainForm]
+    start: gr.Button
+    cancel: gr.Button
+    resume: gr.Button
+    refresh: gr.Button
+    message: gr.Markdown
+    command: gr.Code
+    view: list[gr.components.Component]  # status, progress, loss, log
+    timer: gr.Timer
+
+
 def build_train_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) -> None:
-    """Lay out the Train tab inside the current Blocks context."""
+    """Lay out the Train tab inside the current Blocks context, and wire it."""
+    _wire(ctx, owner, experiment, _layout())
+
+
+def _layout() -> _Tab:
     gr.Markdown(
         "Fine-tune a small **student** on the kept rationales (**Fine-tune-CoT**) and, to compare, "
         "on the gold answers alone (the **vanilla baseline**). Jobs run in the background: "
@@ -52,22 +74,50 @@ def build_train_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) -
         lr = gr.Number(TrainForm.learning_rate, label="Learning rate")
         d = gr.Number(1, precision=0, label="Samples per question (D)")
         keep = gr.Checkbox(True, label="Only correct rationales")
-    form = [student, recipe, method, formats, run_name, max_steps, epochs, batch_size, lr, d, keep]
+    form = FormFields(
+        TrainForm,
+        student=student,
+        recipe=recipe,
+        method=method,
+        formats=formats,
+        run_name=run_name,
+        max_steps=max_steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=lr,
+        samples_per_question=d,
+        filter_answers=keep,
+    )
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
         resume = gr.Button("Resume")
         refresh = gr.Button("Refresh")
-    message = gr.Markdown()
-    command = gr.Code(
-        train_command(None, TrainForm()), language="shell", label="Equivalent CLI command", lines=2
+    return _Tab(
+        form=form,
+        start=start,
+        cancel=cancel,
+        resume=resume,
+        refresh=refresh,
+        message=gr.Markdown(),
+        command=gr.Code(
+            train_command(None, TrainForm()),
+            language="shell",
+            label="Equivalent CLI command",
+            lines=2,
+        ),
+        view=[
+            gr.Markdown("No training yet."),
+            gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False),
+            gr.LinePlot(loss_frame(None), x="step", y="loss", label="Training loss", height=260),
+            gr.Textbox(label="Log (last lines)", lines=8, max_lines=16, interactive=False),
+        ],
+        timer=gr.Timer(2.0, active=False),
     )
-    status = gr.Markdown("No training yet.")
-    progress = gr.Slider(0, 100, value=0, label="Progress (%)", interactive=False)
-    loss = gr.LinePlot(loss_frame(None), x="step", y="loss", label="Training loss", height=260)
-    log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=16, interactive=False)
-    timer = gr.Timer(2.0, active=False)
-    view = [status, progress, loss, log]
+
+
+def _wire(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _Tab) -> None:
+    form = tab.form
 
     def tick(who: str | None, name: str | None) -> tuple:
         try:
@@ -76,23 +126,8 @@ def build_train_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) -
             return f"⚠️ {err}", 0.0, loss_frame(None), "", gr.Timer(active=False)
         return v.status, v.percent, v.loss, v.log, gr.Timer(active=v.active)
 
-    def start_clicked(
-        owner: str | None,
-        experiment: str | None,
-        student: str,
-        recipe: str,
-        method: str,
-        formats: str,
-        run_name: str,
-        max_steps: int,
-        epochs: float,
-        batch_size: int,
-        learning_rate: float,
-        samples_per_question: int,
-        filter_answers: bool,
-    ) -> tuple[str, str]:
-        values = (student, recipe, method, formats, run_name, max_steps, epochs, batch_size)
-        settings = TrainForm.of(*values, learning_rate, samples_per_question, filter_answers)
+    def start_clicked(owner: str | None, experiment: str | None, **values: Any) -> tuple[str, str]:
+        settings = form.build(values)
         try:
             return start_training(ctx, owner, experiment, settings)
         except UserError as err:
@@ -101,33 +136,43 @@ def build_train_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) -
     def status_of(owner: str | None, experiment: str | None) -> tuple:
         return tick(owner, experiment)[:4]
 
-    poll = dict(fn=tick, inputs=[owner, experiment], outputs=[*view, timer])
+    def command_of(experiment: str | None, **values: Any) -> str:
+        return train_command(experiment, form.build(values))
+
+    poll = dict(fn=tick, inputs=[owner, experiment], outputs=[*tab.view, tab.timer])
     private = dict(api_visibility="private", concurrency_limit=None)
-    start.click(
-        start_clicked, [owner, experiment, *form], [message, command], api_name="start_training"
+    tab.start.click(
+        start_clicked,
+        [owner, experiment],
+        [tab.message, tab.command],
+        inputs_kwargs=form.kwargs,
+        api_name="start_training",
     ).then(**poll, **private)
-    refresh.click(
+    tab.refresh.click(
         status_of,
         [owner, experiment],
-        view,
+        tab.view,
         api_name="training_status",
         concurrency_limit=None,
     )
-    for button, handler in ((cancel, cancel_training), (resume, resume_training)):
+    for button, handler in ((tab.cancel, cancel_training), (tab.resume, resume_training)):
         button.click(
             shown_errors(partial(handler, ctx)),
             [owner, experiment],
-            message,
+            tab.message,
             api_name=handler.__name__,
         ).then(**poll, **private)
-    timer.tick(**poll, **private)
+    tab.timer.tick(**poll, **private)
     experiment.change(**poll, **private)  # a reload or another experiment: re-attach
     gr.on(
-        [c.change for c in (experiment, *form)],
-        lambda name, *values: train_command(name, TrainForm.of(*values)),
-        [experiment, *form],
-        command,
+        [c.change for c in (experiment, *form.inputs)],
+        command_of,
+        experiment,
+        tab.command,
+        inputs_kwargs=form.kwargs,
         trigger_mode="always_last",
         **private,
     )
+    recipe = form.components["recipe"]
+    batch_size, lr = form.components["batch_size"], form.components["learning_rate"]
     recipe.change(lambda r: RECIPE_DEFAULTS[r], recipe, [batch_size, lr], **private)

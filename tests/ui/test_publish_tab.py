@@ -259,8 +259,8 @@ def test_on_spaces_the_signed_in_users_oauth_token_publishes_never_the_servers(
     from rtdemo.ui.publish_tab import start_from_tab
 
     monkeypatch.setenv("HF_TOKEN", "hf_" + "theSpaceHostsOwnTokenNotYours0")  # the host's secret
-    values = ("cot", "student", "oauth-student", "", "private", False, False, "unknown")
-    message, _ = start_from_tab(ctx, owner, "letters", values, "", False, None, None, True)
+    form = PublishForm("cot", "student", "oauth-student")
+    message, _ = start_from_tab(ctx, owner, "letters", form, spaces=True)
     assert message.startswith("⚠️ sign in with Hugging Face") and job_count(ctx) == 0
 
     oauth = gr.OAuthToken(token=TOKEN, scope="openid profile contribute-repos", expires_at=0)
@@ -268,7 +268,7 @@ def test_on_spaces_the_signed_in_users_oauth_token_publishes_never_the_servers(
         {"name": "T", "preferred_username": "tester", "profile": "", "picture": ""}
     )
     message, command = start_from_tab(
-        ctx, owner, "letters", values, "", False, oauth, profile, True
+        ctx, owner, "letters", form, oauth=oauth, profile=profile, spaces=True
     )
     assert message == "Publishing: job 1 started." and "--repo-id tester/oauth-student" in command
     view = wait_until_idle(ctx, owner)
