@@ -152,7 +152,7 @@ def test_two_gloo_processes_train_the_same_weights_as_one(setup):
     assert not two["stopped"]
     assert (one["settings"]["batch_size"], two["settings"]["batch_size"]) == (8, 4)
     # Process 0 alone wrote progress: one line per step, not two.
-    assert ddp.stdout.count(f"step {STEPS}/{STEPS} ") == 1
+    assert ddp.stdout.count(f"step {STEPS}/{STEPS},") == 1
 
     # The halves of each global batch differ in trained tokens: equal weights are not an accident
     # of equal lengths (see the module docstring).

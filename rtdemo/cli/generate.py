@@ -44,11 +44,10 @@ INCOMPLETE = 3  # exit status when a run ended with samples still missing
 
 def estimate_of(args: argparse.Namespace) -> tuple[str, Estimate]:
     """The teacher's label and what the generation the flags describe would request and cost."""
+    settings = settings_of(args)  # bad settings: refused before an experiment is created
     with Store(workspace_path(args.workspace)) as store:
         exp, questions, _ = prepare_experiment(store, args)
-        return estimate_generation(
-            store, exp, questions, spec_of(args), settings_of(args), args.prices
-        )
+        return estimate_generation(store, exp, questions, spec_of(args), settings, args.prices)
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
@@ -76,11 +75,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.background:
         return _start_background(args)
     as_job = args.job_id is not None
+    settings = settings_of(args)  # bad settings: refused before an experiment is created
     with Store(workspace_path(args.workspace)) as store:
         # A job uses the questions its starter snapshotted; it never reloads a source.
         exp, questions, answer = prepare_experiment(store, args, load=not as_job)
         teacher = teacher_of(args, exp.task)
-        settings = settings_of(args)
         price = price_of(teacher.info, price_table(store.workspace, args.prices))
         if not as_job:
             print(f"teacher: {teacher.info.label or teacher.info.model}")
@@ -167,6 +166,7 @@ def request_of(args: argparse.Namespace, exp: Experiment) -> GenerationRequest:
 
 
 def _start_background(args: argparse.Namespace) -> int:
+    settings_of(args)  # bad settings: refused before an experiment is created
     with Store(workspace_path(args.workspace)) as store:
         exp, _, _ = prepare_experiment(store, args)  # snapshot questions before the job starts
         request = request_of(args, exp)

@@ -31,7 +31,7 @@ from rtdemo.tasks import SourceOptions, get_task, load_examples
 from rtdemo.tasks.synthetic import SyntheticSettings, generate
 from rtdemo.tasks.types import Example, TaskSpec
 from rtdemo.teachers.base import Teacher, TeacherInfo
-from rtdemo.teachers.spec import KEY_ENV, TeacherSpec, build_teacher
+from rtdemo.teachers.spec import KEY_ENV, build_teacher
 from rtdemo.training.recipes import settings_for
 from rtdemo.training.runs import (
     StudentRun,
@@ -73,22 +73,9 @@ def load_questions(config: PipelineConfig) -> tuple[list[Example], list[Example]
     return (train[: t.train_limit] if t.train_limit is not None else train), test
 
 
-def teacher_spec(config: PipelineConfig) -> TeacherSpec:
-    """The recipe's teacher."""
-    t = config.teacher
-    return TeacherSpec(
-        kind=t.kind,
-        model=t.model,
-        base_url=t.base_url,
-        mode=t.mode,
-        error_rate=t.error_rate,
-        replay_files=tuple(Path(p) for p in t.replay_files),
-    )
-
-
 def recipe_teacher(config: PipelineConfig) -> Teacher:
     """The recipe's teacher (its key from the environment)."""
-    return build_teacher(teacher_spec(config), config.task.key, api_key=os.environ.get(KEY_ENV))
+    return build_teacher(config.teacher.spec(), config.task.key, api_key=os.environ.get(KEY_ENV))
 
 
 def _generate(
@@ -186,7 +173,9 @@ def open_experiment(
         exp = store.get_experiment(config.experiment)
     except UserError:
         exp = store.create_experiment(
-            config.experiment, task.key, config={"recipe": asdict(config)}
+            config.experiment,
+            task.key,
+            config={"recipe": json.loads(json.dumps(asdict(config), default=str))},
         )
     if exp.task != task.key:
         raise UserError(f"experiment {exp.name} is for {exp.task}, not {task.key}")
@@ -203,14 +192,7 @@ def teacher_rationales(stage: Stage, teacher: Teacher, train_q: list[Example]) -
     if not d:
         return None
     stage.log(f"[2/5] teacher: {teacher.info.label or teacher.info.model}, D={d}")
-    settings = GenerationSettings(
-        samples=d,
-        temperature=t.temperature if d > 1 or t.temperature else 0.0,
-        max_tokens=t.max_tokens,
-        concurrency=t.concurrency,
-        rpm=t.rpm,
-        budget=t.budget,
-    )
+    settings = t.sampling(samples=d)
     _generate(stage, teacher, train_q, settings)
     # Students learn from this recipe's teacher setting only, whatever else is stored.
     return SampleKey.of(teacher.info, settings.temperature, settings.max_tokens)
@@ -222,9 +204,7 @@ def teacher_on_test(stage: Stage, test_q: list[Example]) -> tuple[Teacher, dict 
     stage.log("[3/5] teacher on the test split (greedy, one sample)")
     t = stage.config.teacher
     teacher = recipe_teacher(stage.config)
-    greedy = GenerationSettings(
-        max_tokens=t.max_tokens, concurrency=t.concurrency, rpm=t.rpm, budget=t.budget
-    )
+    greedy = t.sampling(samples=1, temperature=0.0)
     _generate(stage, teacher, test_q, greedy)
     result = teacher_metrics(stage.store, stage.exp, teacher.info, greedy, stage.task.answer)
     if result is not None:

@@ -20,9 +20,6 @@ from rtdemo.jobs.plan import JobPlan, scope_argv
 from rtdemo.training.runs import check_run_name, get_run
 from rtdemo.workspace.store import Experiment, Store
 
-#: `rtdemo train` flags whose name is not the setting's name with dashes.
-_FLAG_NAMES: dict[str, str] = {"learning_rate": "--lr"}  # TEMP until flags unify
-
 
 @dataclass(frozen=True)
 class TrainRequest:
@@ -47,7 +44,7 @@ class TrainRequest:
         argv += ["--format", self.format, "--student", student, "--recipe", self.recipe]
         argv += override_argv(self.overrides)
         if self.format == "cot":
-            argv += ["--samples-per-question", str(self.diverse_samples)]  # TEMP
+            argv += ["--diverse-samples", str(self.diverse_samples)]
             argv += [] if self.filter_answers else ["--no-filter"]
         if self.processes is not None:
             argv += ["--processes", str(self.processes)]
@@ -61,8 +58,10 @@ def override_argv(overrides: dict[str, Any]) -> list[str]:
         if name == "shuffle":
             argv += [] if value else ["--no-shuffle"]
             continue
-        flag = _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
-        argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        argv += [
+            "--" + name.replace("_", "-"),
+            f"{value:g}" if isinstance(value, float) else str(value),
+        ]
     return argv
 
 
