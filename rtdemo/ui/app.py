@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
@@ -22,7 +23,7 @@ from rtdemo.ui.experiments import create_experiment, describe_experiment, experi
 from rtdemo.ui.publish_tab import build_publish_tab
 from rtdemo.ui.review_tab import build_review_tab
 from rtdemo.ui.session import AppContext, resolve_owner
-from rtdemo.ui.task_tab import build_task_tab, task_choice
+from rtdemo.ui.task_tab import build_task_tab
 from rtdemo.ui.teacher_tab import build_teacher_tab
 from rtdemo.ui.train_tab import build_train_tab
 
@@ -102,7 +103,7 @@ def build_app(workspace: str | Path | None = None) -> gr.Blocks:
         experiment_md = gr.Markdown()
 
         with gr.Tab("Task", elem_id="tab-task"):
-            choice_inputs = build_task_tab()
+            task_choice = build_task_tab()
         with gr.Tab("Teacher", elem_id="tab-teacher"):
             build_teacher_tab(ctx, owner, experiment)
         with gr.Tab("Review", elem_id="tab-review"):
@@ -136,9 +137,9 @@ def build_app(workspace: str | Path | None = None) -> gr.Blocks:
             select, [owner, experiment], [kept_experiment, experiment_md], api_visibility="private"
         )
 
-        def create_clicked(who: str | None, name: str, *choice_values):
+        def create_clicked(who: str | None, name: str, **values: Any):
             try:
-                message = create_experiment(ctx, who, name, task_choice(*choice_values))
+                message = create_experiment(ctx, who, name, task_choice.build(values))
             except UserError as err:
                 return gr.Dropdown(), gr.Textbox(), f"⚠️ {err}"
             names = experiment_names(ctx, who)
@@ -146,8 +147,9 @@ def build_app(workspace: str | Path | None = None) -> gr.Blocks:
 
         create.click(
             create_clicked,
-            [owner, new_name, *choice_inputs],
+            [owner, new_name],
             [experiment, new_name, experiment_md],
+            inputs_kwargs=task_choice.kwargs,
             api_name="create_experiment",
         )
     return demo

@@ -8,6 +8,7 @@ wires. Model output is shown as plain text only (never Markdown or HTML).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 import gradio as gr
@@ -29,8 +30,31 @@ from rtdemo.ui.evaluate_actions import (
 from rtdemo.ui.session import AppContext, shown_errors
 
 
+@dataclass
+class _Tab:
+    """The tab's components: what to score, the buttons, the job, the comparison, the browser."""
+
+    runs: gr.Dropdown
+    settings: list[gr.components.Component]  # batch size, max total length
+    key: gr.Textbox
+    buttons: dict[str, gr.Button]  # evaluate, cancel, refresh, teacher, show
+    message: gr.Markdown
+    job: list[gr.components.Component]  # status, progress, log
+    comparison: list[gr.components.Component]  # table, chart
+    subject: gr.Dropdown
+    failures: gr.Checkbox
+    browsed: list[gr.components.Component]  # rows, summary, selected output
+    timer: gr.Timer
+
+
 def build_evaluate_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) -> None:
-    """Lay out the Evaluate tab inside the current Blocks context."""
+    """Lay out the Evaluate tab inside the current Blocks context, and wire it."""
+    tab = _layout()
+    _wire_jobs(ctx, owner, experiment, tab)
+    _wire_predictions(ctx, owner, experiment, tab)
+
+
+def _layout() -> _Tab:
     gr.Markdown(
         "Score the trained students on the **test split** (greedy answers, the paper's answer "
         "cleansing), and the teacher too; then compare them."
@@ -46,32 +70,38 @@ def build_evaluate_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown
         batch = gr.Number(32, precision=0, label="Batch size", info="questions per generate batch")
         length = gr.Number(512, precision=0, label="Max total length", info="tokens (paper: 1024)")
     with gr.Row():
-        evaluate = gr.Button("Evaluate", variant="primary")
-        cancel = gr.Button("Cancel evaluation", variant="stop")
-        refresh = gr.Button("Refresh")
+        buttons = {
+            "evaluate": gr.Button("Evaluate", variant="primary"),
+            "cancel": gr.Button("Cancel evaluation", variant="stop"),
+            "refresh": gr.Button("Refresh"),
+        }
     with gr.Row():
         key = gr.Textbox(
             label="Teacher API key", type="password", info="only for a teacher behind an API"
         )
-        teacher = gr.Button("Evaluate the teacher")
+        buttons["teacher"] = gr.Button("Evaluate the teacher")
     message = gr.Markdown()
-    status = gr.Markdown("No evaluation yet.")
-    progress = gr.Slider(0, 100, value=0, label="Evaluation progress (%)", interactive=False)
-    log = gr.Textbox(label="Evaluation log", lines=4, max_lines=10, interactive=False)
-    table = gr.Dataframe(
-        pd.DataFrame(columns=TABLE_COLUMNS),
-        label="Comparison on the test split",
-        datatype="str",
-        interactive=False,
-    )
-    chart = gr.BarPlot(
-        None,
-        x="who",
-        y="accuracy",
-        color="series",
-        y_lim=[0, 100],
-        label="Test accuracy (%)",
-    )
+    job = [
+        gr.Markdown("No evaluation yet."),
+        gr.Slider(0, 100, value=0, label="Evaluation progress (%)", interactive=False),
+        gr.Textbox(label="Evaluation log", lines=4, max_lines=10, interactive=False),
+    ]
+    comparison = [
+        gr.Dataframe(
+            pd.DataFrame(columns=TABLE_COLUMNS),
+            label="Comparison on the test split",
+            datatype="str",
+            interactive=False,
+        ),
+        gr.BarPlot(
+            None,
+            x="who",
+            y="accuracy",
+            color="series",
+            y_lim=[0, 100],
+            label="Test accuracy (%)",
+        ),
+    ]
     gr.Markdown(
         "“paper”: the paper's figure for the same task, data and student family; “—” where no "
         "comparison holds.",
@@ -80,7 +110,7 @@ def build_evaluate_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown
     with gr.Row():
         subject = gr.Dropdown([], label="Predictions of", allow_custom_value=True, scale=3)
         failures = gr.Checkbox(False, label="Failures only", scale=1)
-        show = gr.Button("Show predictions", scale=1)
+        buttons["show"] = gr.Button("Show predictions", scale=1)
     summary = gr.Markdown()
     rows = gr.Dataframe(
         pd.DataFrame(columns=PREDICTION_COLUMNS),
@@ -91,7 +121,23 @@ def build_evaluate_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown
         column_widths=["5%", "6%", "27%", "10%", "10%", "42%"],
     )
     selected = gr.Textbox(label="Selected output", lines=6, interactive=False)
-    timer = gr.Timer(2.0, active=False)
+    return _Tab(
+        runs=runs,
+        settings=[batch, length],
+        key=key,
+        buttons=buttons,
+        message=message,
+        job=job,
+        comparison=comparison,
+        subject=subject,
+        failures=failures,
+        browsed=[rows, summary, selected],
+        timer=gr.Timer(2.0, active=False),
+    )
+
+
+def _wire_jobs(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _Tab) -> None:
+    """Evaluate the students or the teacher, cancel, refresh; poll the job while it runs."""
     private = dict(api_visibility="private", concurrency_limit=None)
 
     def tick(who: str | None, name: str | None) -> tuple:
@@ -111,6 +157,48 @@ def build_evaluate_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown
             names, subjects = [], []
         return gr.Dropdown(choices=names), gr.Dropdown(choices=subjects)
 
+    who_what, buttons = [owner, experiment], tab.buttons
+    poll = dict(fn=tick, inputs=who_what, outputs=[*tab.job, *tab.comparison, tab.timer])
+    lists = dict(fn=choices, inputs=who_what, outputs=[tab.runs, tab.subject], **private)
+    buttons["evaluate"].click(
+        shown_errors(partial(start_evaluation, ctx)),
+        [*who_what, tab.runs, *tab.settings],
+        tab.message,
+        api_name="start_evaluation",
+    ).then(**poll, **private)
+    buttons["teacher"].click(
+        shown_errors(partial(evaluate_teacher, ctx)),
+        [*who_what, tab.key],
+        tab.message,
+        api_name="evaluate_teacher",
+    ).then(**poll, **private)
+    buttons["cancel"].click(
+        shown_errors(partial(cancel_evaluation, ctx)),
+        who_what,
+        tab.message,
+        api_name="cancel_evaluation",
+    ).then(**poll, **private)
+    buttons["refresh"].click(
+        status_of,
+        who_what,
+        tab.job,
+        api_name="evaluation_status",
+        concurrency_limit=None,
+    ).then(
+        partial(results_table, ctx),
+        who_what,
+        tab.comparison,
+        api_name="results_table",
+        concurrency_limit=None,
+    ).then(**lists)
+    tab.timer.tick(**poll, **private)
+    experiment.change(**poll, **private).then(**lists)  # a reload or another experiment
+    gr.on([tab.runs.focus, tab.subject.focus], **lists)  # runs trained or scored meanwhile
+
+
+def _wire_predictions(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _Tab) -> None:
+    """Browse one subject's predictions (`predictions`), failures first; read a selected row."""
+
     def show_predictions(
         owner: str | None, experiment: str | None, subject: str | None, failures_only: bool
     ) -> tuple:
@@ -123,44 +211,9 @@ def build_evaluate_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown
         row = evt.row_value or []
         return f"Question: {row[2]}\n\nGold answer: {row[3]}\n\n{row[5]}" if len(row) > 5 else ""
 
-    who_what = [owner, experiment]
-    poll = dict(fn=tick, inputs=who_what, outputs=[status, progress, log, table, chart, timer])
-    lists = dict(fn=choices, inputs=who_what, outputs=[runs, subject], **private)
-    evaluate.click(
-        shown_errors(partial(start_evaluation, ctx)),
-        [*who_what, runs, batch, length],
-        message,
-        api_name="start_evaluation",
-    ).then(**poll, **private)
-    teacher.click(
-        shown_errors(partial(evaluate_teacher, ctx)),
-        [*who_what, key],
-        message,
-        api_name="evaluate_teacher",
-    ).then(**poll, **private)
-    cancel.click(
-        shown_errors(partial(cancel_evaluation, ctx)),
-        who_what,
-        message,
-        api_name="cancel_evaluation",
-    ).then(**poll, **private)
-    refresh.click(
-        status_of,
-        who_what,
-        [status, progress, log],
-        api_name="evaluation_status",
-        concurrency_limit=None,
-    ).then(
-        partial(results_table, ctx),
-        who_what,
-        [table, chart],
-        api_name="results_table",
-        concurrency_limit=None,
-    ).then(**lists)
-    browse = dict(inputs=[*who_what, subject, failures], outputs=[rows, summary, selected])
-    show.click(show_predictions, **browse, api_name="predictions")
-    gr.on([subject.change, failures.change], show_predictions, **browse, **private)
+    browse = dict(inputs=[owner, experiment, tab.subject, tab.failures], outputs=tab.browsed)
+    tab.buttons["show"].click(show_predictions, **browse, api_name="predictions")
+    private = dict(api_visibility="private", concurrency_limit=None)
+    gr.on([tab.subject.change, tab.failures.change], show_predictions, **browse, **private)
+    rows, _, selected = tab.browsed
     rows.select(select_row, rows, selected, **private)
-    timer.tick(**poll, **private)
-    experiment.change(**poll, **private).then(**lists)  # a reload or another experiment
-    gr.on([runs.focus, subject.focus], **lists)  # runs trained or scored in the meantime

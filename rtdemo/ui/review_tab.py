@@ -14,8 +14,12 @@ import_curated. The first three sit on hidden triggers and answer JSON (errors r
 
 from __future__ import annotations
 
+import functools
 import html
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import gradio as gr
 from gradio.context import get_render_context
@@ -24,6 +28,7 @@ from rtdemo.curation.curate import ReviewFilter
 from rtdemo.errors import UserError
 from rtdemo.ui import review_actions as ra
 from rtdemo.ui import review_view as rv
+from rtdemo.ui.forms import FormFields
 from rtdemo.ui.session import AppContext
 from rtdemo.ui.theme import REVIEW_ACCEPT, REVIEW_NEXT, REVIEW_PREVIOUS, REVIEW_REJECT
 
@@ -90,9 +95,99 @@ def page_values(p: rv.ReviewPage) -> tuple:
     )
 
 
+def review_filter(*, verdict: str, length: str, state: str, text: str | None) -> ReviewFilter:
+    """The filter row's values as a `ReviewFilter` (a `UserError` for a value it does not know)."""
+    return ReviewFilter(verdict=verdict, length=length, state=state, text=text or "")
+
+
+DECISIONS = {  # the one-question view's buttons: label, options, action
+    "accept": ("Accept", dict(variant="primary", elem_id=REVIEW_ACCEPT)),
+    "reject": ("Reject", dict(variant="stop", elem_id=REVIEW_REJECT)),
+    "clear": ("Clear decision", {}),
+}
+BULK = {
+    "accept_correct_complete": "Accept all correct and complete",
+    "reject_wrong_or_truncated": "Reject all wrong or truncated",
+    "clear": "Clear decisions in this filter",
+}
+
+
+@dataclass
+class _One:
+    """The "One question" view: moving, deciding, editing, and the sample's fields."""
+
+    position: gr.Markdown
+    previous: gr.Button
+    following: gr.Button
+    decide: dict[str, gr.Button]  # accept, reject, clear, edit, discard_edit
+    advance: gr.Checkbox
+    fields: list[gr.components.Component]  # question, gold, parsed answer, verdict, decision
+    siblings: gr.Dataframe
+    original: gr.Textbox
+    edit: gr.Textbox
+    diff: gr.HighlightedText
+    answer_text: gr.Textbox
+    teacher: gr.Textbox
+    sample_id: gr.Number
+
+
+@dataclass
+class _Files:
+    """The "Export / import" view."""
+
+    export_form: list[gr.components.Component]  # format, student, include_all
+    export: gr.Button
+    download: gr.File
+    upload: gr.File
+    import_button: gr.Button
+    status: gr.Markdown
+
+
+@dataclass
+class _Tab:
+    filters: FormFields[ReviewFilter]
+    refresh: gr.Button
+    search: gr.Textbox
+    bulk: dict[str, gr.Button]
+    views: gr.Tabs
+    one: _One
+    table: gr.Dataframe
+    yields: gr.Dataframe
+    files: _Files
+    status: gr.Markdown
+    counts: gr.Markdown
+
+    @property
+    def page(self) -> list[gr.components.Component]:
+        """The components `page_values` fills, in its order."""
+        o = self.one
+        return [
+            self.status,
+            self.counts,
+            o.position,
+            o.sample_id,
+            *o.fields,
+            o.teacher,
+            o.siblings,
+            o.original,
+            o.edit,
+            o.diff,
+            o.answer_text,
+            self.table,
+            self.yields,
+        ]
+
+
 def build_review_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) -> None:
-    """Lay out the Review tab inside the current Blocks context."""
-    tab = get_render_context()  # the enclosing gr.Tab: refresh when it is opened
+    """Lay out the Review tab inside the current Blocks context, and wire it."""
+    enclosing = get_render_context()  # the enclosing gr.Tab: refresh when it is opened
+    tab = _layout()
+    _wire_page(ctx, owner, experiment, tab, enclosing)
+    _wire_files(ctx, owner, experiment, tab)
+    _api_endpoints(ctx, owner, experiment, tab.filters, tab.one.sample_id, tab.one.edit)
+
+
+def _layout() -> _Tab:
     gr.Markdown(HELP, elem_classes="rt-note")
     status = gr.Markdown()
     counts = gr.Markdown()
@@ -102,10 +197,11 @@ def build_review_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) 
         state = gr.Dropdown(STATE_CHOICES, value="any", label="Review")
         search = gr.Textbox(label="Search", placeholder="text in question, rationale or answer")
         refresh = gr.Button("Refresh", scale=0)
+    filters = FormFields(
+        ReviewFilter, review_filter, verdict=verdict, length=length, state=state, text=search
+    )
     with gr.Row():
-        accept_all = gr.Button("Accept all correct and complete", size="sm")
-        reject_all = gr.Button("Reject all wrong or truncated", size="sm")
-        clear_all = gr.Button("Clear decisions in this filter", size="sm")
+        bulk = {action: gr.Button(label, size="sm") for action, label in BULK.items()}
     gr.Markdown(
         "Bulk actions work on the rationales of the current filter; accepting or rejecting "
         "leaves the ones already decided as they are.",
@@ -113,47 +209,7 @@ def build_review_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) 
     )
     with gr.Tabs(selected="one") as views:
         with gr.Tab("One question", id="one"):
-            position = gr.Markdown()
-            with gr.Row():
-                previous = gr.Button("Previous", elem_id=REVIEW_PREVIOUS)
-                following = gr.Button("Next", elem_id=REVIEW_NEXT)
-                accept = gr.Button("Accept", variant="primary", elem_id=REVIEW_ACCEPT)
-                reject = gr.Button("Reject", variant="stop", elem_id=REVIEW_REJECT)
-                clear = gr.Button("Clear decision")
-            advance = gr.Checkbox(True, label="Move to the next rationale after Accept or Reject")
-            question = gr.Textbox(label="Question", interactive=False, lines=2)
-            with gr.Row():
-                gold = gr.Textbox(label="Gold answer", interactive=False)
-                prediction = gr.Textbox(label="Parsed answer", interactive=False)
-                verdict_box = gr.Textbox(label="Verdict", interactive=False)
-                decision_box = gr.Textbox(label="Decision", interactive=False)
-            siblings = gr.Dataframe(
-                headers=rv.SIBLING_HEADERS,
-                datatype="str",
-                interactive=False,
-                wrap=True,
-                column_widths=SIBLING_WIDTHS,
-                label="The D rationales of this question (click one to review it)",
-            )
-            original = gr.Textbox(
-                label="Teacher's rationale (original)", interactive=False, lines=3
-            )
-            edit = gr.Textbox(
-                label="Rationale to train on (edit it, then Save edit)", interactive=True, lines=3
-            )
-            with gr.Row():
-                save_edit = gr.Button("Save edit")
-                discard_edit = gr.Button("Restore the teacher's rationale")
-            diff = gr.HighlightedText(
-                label="What the edit changes",
-                color_map=DIFF_COLORS,
-                combine_adjacent=True,
-                show_legend=True,
-            )
-            with gr.Accordion("Teacher's answer step and settings", open=False):
-                answer_text = gr.Textbox(label="Teacher's answer (call 2)", interactive=False)
-                teacher = gr.Textbox(label="Teacher", interactive=False)
-                sample_id = gr.Number(label="Sample id", precision=0, interactive=False)
+            one = _one_question()
         with gr.Tab("Table", id="table"):
             gr.Markdown(
                 f"The current filter (first {rv.TABLE_LIMIT} rows). Click a row to review it.",
@@ -174,122 +230,228 @@ def build_review_tab(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown) 
                 wrap=True,
             )
         with gr.Tab("Export / import", id="files"):
-            with gr.Row():
-                fmt = gr.Radio(
-                    [("Fine-tune-CoT", "cot"), ("vanilla", "vanilla")], value="cot", label="Format"
-                )
-                student = gr.Radio(["causal", "seq2seq"], value="causal", label="Student")
-                include_all = gr.Checkbox(
-                    False, label="Every finished rationale (not only the kept ones)"
-                )
-            export = gr.Button("Export curated set (JSONL)")
-            download = gr.File(label="Curated set", interactive=False)
-            upload = gr.File(label="Edited export to import", file_types=[".jsonl"])
-            import_button = gr.Button("Import reviews")
-            files_status = gr.Markdown()
+            files = _files()
+    return _Tab(
+        filters=filters,
+        refresh=refresh,
+        search=search,
+        bulk=bulk,
+        views=views,
+        one=one,
+        table=table,
+        yields=yields,
+        files=files,
+        status=status,
+        counts=counts,
+    )
 
-    filters = [verdict, length, state, search]
-    page = [status, counts, position, sample_id, question, gold, prediction, verdict_box]
-    page += [decision_box, teacher, siblings, original, edit, diff, answer_text, table, yields]
 
-    def show(who, name, v, ln, st, text, sid, move: rv.Move = "stay", message: str = ""):
-        try:
-            filt = ReviewFilter(v, ln, st, text or "")
-            return page_values(rv.load_page(ctx, who, name, filt, sid, move, message))
-        except UserError as err:
-            return (_error(err), *page_values(rv.ReviewPage())[1:])
+def _one_question() -> _One:
+    position = gr.Markdown()
+    with gr.Row():
+        previous = gr.Button("Previous", elem_id=REVIEW_PREVIOUS)
+        following = gr.Button("Next", elem_id=REVIEW_NEXT)
+        decide = {a: gr.Button(label, **options) for a, (label, options) in DECISIONS.items()}
+    advance = gr.Checkbox(True, label="Move to the next rationale after Accept or Reject")
+    fields = [gr.Textbox(label="Question", interactive=False, lines=2)]
+    with gr.Row():
+        for label in ("Gold answer", "Parsed answer", "Verdict", "Decision"):
+            fields.append(gr.Textbox(label=label, interactive=False))
+    siblings = gr.Dataframe(
+        headers=rv.SIBLING_HEADERS,
+        datatype="str",
+        interactive=False,
+        wrap=True,
+        column_widths=SIBLING_WIDTHS,
+        label="The D rationales of this question (click one to review it)",
+    )
+    original = gr.Textbox(label="Teacher's rationale (original)", interactive=False, lines=3)
+    edit = gr.Textbox(
+        label="Rationale to train on (edit it, then Save edit)", interactive=True, lines=3
+    )
+    with gr.Row():
+        decide["edit"] = gr.Button("Save edit")
+        decide["discard_edit"] = gr.Button("Restore the teacher's rationale")
+    diff = gr.HighlightedText(
+        label="What the edit changes",
+        color_map=DIFF_COLORS,
+        combine_adjacent=True,
+        show_legend=True,
+    )
+    with gr.Accordion("Teacher's answer step and settings", open=False):
+        answer_text = gr.Textbox(label="Teacher's answer (call 2)", interactive=False)
+        teacher = gr.Textbox(label="Teacher", interactive=False)
+        sample_id = gr.Number(label="Sample id", precision=0, interactive=False)
+    return _One(
+        position=position,
+        previous=previous,
+        following=following,
+        decide=decide,
+        advance=advance,
+        fields=fields,
+        siblings=siblings,
+        original=original,
+        edit=edit,
+        diff=diff,
+        answer_text=answer_text,
+        teacher=teacher,
+        sample_id=sample_id,
+    )
+
+
+def _files() -> _Files:
+    with gr.Row():
+        fmt = gr.Radio(
+            [("Fine-tune-CoT", "cot"), ("vanilla", "vanilla")], value="cot", label="Format"
+        )
+        student = gr.Radio(["causal", "seq2seq"], value="causal", label="Student")
+        include_all = gr.Checkbox(False, label="Every finished rationale (not only the kept ones)")
+    return _Files(
+        export_form=[fmt, student, include_all],
+        export=gr.Button("Export curated set (JSONL)"),
+        download=gr.File(label="Curated set", interactive=False),
+        upload=gr.File(label="Edited export to import", file_types=[".jsonl"]),
+        import_button=gr.Button("Import reviews"),
+        status=gr.Markdown(),
+    )
+
+
+def _show(
+    ctx: AppContext,
+    filters: FormFields[ReviewFilter],
+    who: str | None,
+    name: str | None,
+    sid: float | None,
+    values: Mapping[str, Any],
+    move: rv.Move = "stay",
+    message: str = "",
+) -> tuple:
+    """The page's values for the filter in `values` (by name), at sample `sid` moved by `move`."""
+    try:
+        filt = filters.build(values)
+        return page_values(rv.load_page(ctx, who, name, filt, sid, move, message))
+    except UserError as err:
+        return (_error(err), *page_values(rv.ReviewPage())[1:])
+
+
+def _wire_page(
+    ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _Tab, enclosing: object
+) -> None:
+    """Filters, moving, deciding (one or in bulk), editing and picking a row: each answers the
+    whole page. Handlers take the filter's values by name (`**values`)."""
+    page, one, filters = tab.page, tab.one, tab.filters
+    show = partial(_show, ctx, filters)
+
+    def moved(move: rv.Move) -> Callable:
+        def handler(who, name, sid, **values):
+            return show(who, name, sid, values, move)
+
+        return handler
+
+    def first(who, name, **values):
+        return show(who, name, None, values)
 
     def act(action: str) -> Callable:
-        def handler(who, name, v, ln, st, text, sid, edited, go_on):
+        def handler(who, name, sid, edited, go_on, **values):
             try:
                 message = ra.review_decide(ctx, who, name, sid, action, edited)
             except UserError as err:
                 return (_error(err), *[gr.skip()] * (len(page) - 1))
             move = "next" if go_on and action in ("accept", "reject") else "stay"
-            return show(who, name, v, ln, st, text, sid, move, message)
+            return show(who, name, sid, values, move, message)
 
         return handler
 
     def bulk(action: str) -> Callable:
-        def handler(who, name, v, ln, st, text, sid):
+        def handler(who, name, sid, **values):
             try:
-                message = ra.review_bulk(
-                    ctx, who, name, ReviewFilter(v, ln, st, text or ""), action
-                )
+                message = ra.review_bulk(ctx, who, name, filters.build(values), action)
             except UserError as err:
                 return (_error(err), *[gr.skip()] * (len(page) - 1))
-            return show(who, name, v, ln, st, text, sid, "stay", message)
+            return show(who, name, sid, values, "stay", message)
 
         return handler
 
-    base = [owner, experiment, *filters]
-    glue = {"api_visibility": "private"}
-    for trigger in (refresh.click, search.submit, verdict.input, length.input, state.input):
-        trigger(show, [*base, sample_id], page, **glue)
-    if isinstance(tab, gr.Tab):
-        tab.select(show, [*base, sample_id], page, **glue)
-    experiment.change(lambda *a: show(*a, None), base, page, **glue)
-    previous.click(lambda *a: show(*a, "prev"), [*base, sample_id], page, **glue)
-    following.click(lambda *a: show(*a, "next"), [*base, sample_id], page, **glue)
-    for button, action in (
-        (accept, "accept"),
-        (reject, "reject"),
-        (clear, "clear"),
-        (save_edit, "edit"),
-        (discard_edit, "discard_edit"),
-    ):
-        button.click(act(action), [*base, sample_id, edit, advance], page, **glue)
-    for button, action in (
-        (accept_all, "accept_correct_complete"),
-        (reject_all, "reject_wrong_or_truncated"),
-        (clear_all, "clear"),
-    ):
-        button.click(bulk(action), [*base, sample_id], page, **glue)
-    edit.input(
-        rv.diff_spans,
-        [original, edit],
-        diff,
-        show_progress="hidden",
-        trigger_mode="always_last",
-        **glue,
-    )
-
     def picker(id_column: int) -> Callable:
-        def pick(who, name, v, ln, st, text, evt: gr.SelectData):
+        def pick(who, name, evt: gr.SelectData, **values):
             sid = int(evt.row_value[id_column])
-            return (*show(who, name, v, ln, st, text, sid, "show"), gr.Tabs(selected="one"))
+            return (*show(who, name, sid, values, "show"), gr.Tabs(selected="one"))
 
         return pick
 
-    table.select(picker(rv.TABLE_HEADERS.index("id")), base, [*page, views], **glue)
-    siblings.select(picker(rv.SIBLING_HEADERS.index("id")), base, [*page, views], **glue)
+    at = [owner, experiment, one.sample_id]
+    glue = dict(inputs_kwargs=filters.kwargs, api_visibility="private")
+    refreshes = [tab.refresh.click, tab.search.submit]
+    refreshes += [filters.components[n].input for n in ("verdict", "length", "state")]
+    for trigger in refreshes:
+        trigger(moved("stay"), at, page, **glue)
+    if isinstance(enclosing, gr.Tab):
+        enclosing.select(moved("stay"), at, page, **glue)
+    experiment.change(first, [owner, experiment], page, **glue)
+    one.previous.click(moved("prev"), at, page, **glue)
+    one.following.click(moved("next"), at, page, **glue)
+    for action, button in one.decide.items():
+        button.click(act(action), [*at, one.edit, one.advance], page, **glue)
+    for action, button in tab.bulk.items():
+        button.click(bulk(action), at, page, **glue)
+    one.edit.input(
+        rv.diff_spans,
+        [one.original, one.edit],
+        one.diff,
+        show_progress="hidden",
+        trigger_mode="always_last",
+        api_visibility="private",
+    )
+    for table, headers in ((tab.table, rv.TABLE_HEADERS), (one.siblings, rv.SIBLING_HEADERS)):
+        pick = picker(headers.index("id"))
+        table.select(pick, [owner, experiment], [*page, tab.views], **glue)
 
-    def on_export(who, name, f, kind, everything):
+
+def _wire_files(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _Tab) -> None:
+    """Export the curated set (`export_curated`) and import an edited one (`import_curated`)."""
+    files = tab.files
+
+    def on_export(owner, experiment, fmt, student, include_all):
         try:
-            path, message = ra.export_curated(ctx, who, name, f, kind, everything)
+            path, message = ra.export_curated(ctx, owner, experiment, fmt, student, include_all)
         except UserError as err:
             return None, _error(err)
         return path, _note(message)
 
-    def on_import(who, name, path):
+    def on_import(owner, experiment, path):
         try:
-            return _note(ra.import_curated(ctx, who, name, path))
+            return _note(ra.import_curated(ctx, owner, experiment, path))
         except UserError as err:
             return _error(err)
 
-    export.click(
+    def refreshed(who, name, sid, **values):
+        return _show(ctx, tab.filters, who, name, sid, values)
+
+    files.export.click(
         on_export,
-        [owner, experiment, fmt, student, include_all],
-        [download, files_status],
+        [owner, experiment, *files.export_form],
+        [files.download, files.status],
         api_name="export_curated",
     )
-    import_button.click(
-        on_import, [owner, experiment, upload], files_status, api_name="import_curated"
-    ).then(show, [*base, sample_id], page, **glue)
-    _api_endpoints(ctx, owner, experiment, filters, sample_id, edit)
+    files.import_button.click(
+        on_import, [owner, experiment, files.upload], files.status, api_name="import_curated"
+    ).then(
+        refreshed,
+        [owner, experiment, tab.one.sample_id],
+        tab.page,
+        inputs_kwargs=tab.filters.kwargs,
+        api_visibility="private",
+    )
 
 
-def _api_endpoints(ctx, owner, experiment, filters, sample_id, edit) -> None:
+def _api_endpoints(
+    ctx: AppContext,
+    owner: gr.State,
+    experiment: gr.Dropdown,
+    filters: FormFields[ReviewFilter],
+    sample_id: gr.Number,
+    edit: gr.Textbox,
+) -> None:
     """review_queue, review_decide and review_bulk for API clients, on hidden triggers.
 
     They take the owner from the session's state (a client cannot name another owner) and
@@ -297,31 +459,35 @@ def _api_endpoints(ctx, owner, experiment, filters, sample_id, edit) -> None:
     """
 
     def guarded(fn: Callable) -> Callable:
-        def call(*args):
+        @functools.wraps(fn)  # Gradio names the API parameters after fn's signature
+        def call(*args, **kwargs):
             try:
-                return fn(*args)
+                return fn(*args, **kwargs)
             except UserError as err:
                 raise gr.Error(str(err)) from None
 
         return call
 
-    def queue(who, name, v, ln, st, text):
-        return rv.review_queue(ctx, who, name, ReviewFilter(v, ln, st, text or ""))
+    def review_queue(owner, experiment, **values):
+        return rv.review_queue(ctx, owner, experiment, filters.build(values))
 
-    def decide(who, name, sid, action, edited):
-        message = ra.review_decide(ctx, who, name, sid, action, edited)
-        return {"message": message, "sample": rv.review_sample(ctx, who, name, sid)}
+    def review_decide(owner, experiment, sample_id, action, edited):
+        message = ra.review_decide(ctx, owner, experiment, sample_id, action, edited)
+        return {"message": message, "sample": rv.review_sample(ctx, owner, experiment, sample_id)}
 
-    def bulk(who, name, v, ln, st, text, action):
-        filt = ReviewFilter(v, ln, st, text or "")
-        return {"message": ra.review_bulk(ctx, who, name, filt, action)}
+    def review_bulk(owner, experiment, *, action, **values):
+        message = ra.review_bulk(ctx, owner, experiment, filters.build(values), action)
+        return {"message": message}
 
     with gr.Group(visible=False):
         action = gr.Textbox(label="Action")
         result = gr.JSON()
-        for name, fn, inputs in (
-            ("review_queue", queue, [owner, experiment, *filters]),
-            ("review_decide", decide, [owner, experiment, sample_id, action, edit]),
-            ("review_bulk", bulk, [owner, experiment, *filters, action]),
+        who_what = [owner, experiment]
+        for fn, inputs, named in (
+            (review_queue, who_what, filters.kwargs),
+            (review_decide, [*who_what, sample_id, action, edit], {}),
+            (review_bulk, who_what, {**filters.kwargs, "action": action}),
         ):
-            gr.Button(visible=False).click(guarded(fn), inputs, result, api_name=name)
+            gr.Button(visible=False).click(
+                guarded(fn), inputs, result, inputs_kwargs=named, api_name=fn.__name__
+            )

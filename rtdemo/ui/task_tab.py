@@ -13,6 +13,7 @@ from rtdemo.errors import UserError
 from rtdemo.tasks import TASKS, SourceOptions, load_examples, source_status
 from rtdemo.tasks.types import SOURCES, SPLITS
 from rtdemo.ui.experiments import AUTO, TaskChoice
+from rtdemo.ui.forms import FormFields
 
 OVERVIEW_HEADERS = ["task", "name", "answer type", "paper train/test", "available here"]
 PREVIEW_HEADERS = ["#", "split", "question", "answer"]
@@ -57,16 +58,17 @@ def preview(
 
     A file is read with the column mapping and answer type a new experiment would use."""
     try:
-        choice = TaskChoice(
-            key,
-            source,
-            int(seed or 0),
-            int(size or 0),
-            int(length or 0),
-            file,
-            (question_column or "question").strip(),
-            (answer_column or "answer").strip(),
-            answer_type or "",
+        choice = task_choice(
+            key=key,
+            source=source,
+            seed=seed,
+            size=size,
+            length=length,
+            file=file,
+            question_column=question_column,
+            answer_column=answer_column,
+            answer_type=answer_type,
+            limit=0,
         )
         options = choice.options(Path(file) if file else None)
         examples = load_examples(key, split, None if source == AUTO else source, options)
@@ -81,6 +83,7 @@ ANSWER_TYPES = ["", "number", "letter", "yes_no", "text"]
 
 
 def task_choice(
+    *,
     key: str,
     source: str,
     seed: float,
@@ -92,7 +95,8 @@ def task_choice(
     answer_type: str,
     limit: float,
 ) -> TaskChoice:
-    """The Task tab's widgets as a `TaskChoice` (what a new experiment is made from)."""
+    """The Task tab's widgets as a `TaskChoice` (what a new experiment is made from); Gradio
+    numbers come as floats, a cleared box as None."""
     return TaskChoice(
         key=key,
         source=source,
@@ -107,8 +111,8 @@ def task_choice(
     )
 
 
-def build_task_tab() -> list[gr.components.Component]:
-    """Lay out the Task tab; return the inputs of `task_choice`, in its order."""
+def build_task_tab() -> FormFields[TaskChoice]:
+    """Lay out the Task tab; return its choice's components (what `create_experiment` reads)."""
     gr.Markdown("Pick one of the paper's twelve tasks and see where its data can come from here.")
     gr.Dataframe(value=task_overview, headers=OVERVIEW_HEADERS, interactive=False, label="Tasks")
     with gr.Row():
@@ -131,28 +135,28 @@ def build_task_tab() -> list[gr.components.Component]:
             per_split = gr.Number(
                 0, precision=0, minimum=0, label="Questions per split in a new experiment (0: all)"
             )
+    choice = FormFields(
+        TaskChoice,
+        task_choice,
+        key=key,
+        source=source,
+        seed=seed,
+        size=size,
+        length=length,
+        file=file,
+        question_column=question_column,
+        answer_column=answer_column,
+        answer_type=answer_type,
+        limit=per_split,
+    )
     notes = gr.Markdown(source_notes("coin_flip"))
     show = gr.Button("Show questions", variant="primary")
     status = gr.Markdown()
     table = gr.Dataframe(headers=PREVIEW_HEADERS, interactive=False, wrap=True, label="Questions")
     key.change(source_notes, key, notes, api_visibility="private")
-    inputs = [key, source, split, limit, seed, size, length, file]
-    inputs += [question_column, answer_column, answer_type]
-    show.click(
-        preview,
-        inputs,
-        [table, status],
-        api_name="preview_task",
-    )
-    return [
-        key,
-        source,
-        seed,
-        size,
-        length,
-        file,
-        question_column,
-        answer_column,
-        answer_type,
-        per_split,
-    ]
+    # `preview`'s own parameters by name: the split and how many to show, then the choice's
+    # fields but the per-split limit of a new experiment.
+    shown = {"key": key, "source": source, "split": split, "limit": limit}
+    shown |= {n: c for n, c in choice.kwargs.items() if n not in ("key", "source", "limit")}
+    show.click(preview, None, [table, status], inputs_kwargs=shown, api_name="preview_task")
+    return choice
