@@ -100,7 +100,7 @@ def review_filter(*, verdict: str, length: str, state: str, text: str | None) ->
     return ReviewFilter(verdict=verdict, length=length, state=state, text=text or "")
 
 
-DECISIONS = {  # the one-question view's buttons: label, options, action
+DECISIONS = {  # action: the one-question view's button (label, options); edits are added below
     "accept": ("Accept", dict(variant="primary", elem_id=REVIEW_ACCEPT)),
     "reject": ("Reject", dict(variant="stop", elem_id=REVIEW_REJECT)),
     "clear": ("Clear decision", {}),
