@@ -7,6 +7,8 @@ taken for this run's, and the `n` choices stored under the wrong sample index.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from rtdemo.generation import GenerationSettings, run_generation
@@ -191,3 +193,40 @@ def test_shuffled_choices_are_stored_under_their_own_sample_index(server, setup)
     for s in samples:
         assert s.rationale.endswith(f"(choice {s.sample_index})"), (s.sample_index, s.rationale)
         assert s.answer_prompt.startswith(s.rationale_prompt + s.rationale)
+
+
+# -- a cancel sends nothing more ---------------------------------------------------------------
+
+
+def test_a_cancel_sends_no_request_that_was_waiting_for_a_slot(server, setup):
+    """Cancelled while all 8 slots wait on the server (the fake holds every request after the
+    first 20): the 8 in flight land, and none of the calls queued for a slot is sent."""
+    store, exp, questions = setup
+    answered, concurrency = 20, 8
+    cancel = threading.Event()
+    server.hold(after=answered)
+
+    def cancel_when_all_slots_are_held():
+        server.wait_held(concurrency)
+        cancel.set()
+        server.release()
+
+    canceller = threading.Thread(target=cancel_when_all_slots_are_held)
+    canceller.start()
+    s = GenerationSettings(samples=4, temperature=0.7, concurrency=concurrency)
+    stats = run_generation(
+        store, exp, teacher_of(server), s, questions, COIN, None, should_stop=cancel.is_set
+    )
+    canceller.join()
+    assert stats.stopped == "cancelled"
+    assert server.requests_total == answered + concurrency
+    assert stats.requests == answered + concurrency
+    samples = load_samples(store, exp.id)
+    assert {s.status for s in samples} <= {"done", "rationale"}
+    # Resuming requests exactly what is missing, and ends with every sample done.
+    server.reset_counters()
+    stats = generate_with(store, exp, questions, teacher_of(server), samples=4, temperature=0.7)
+    assert stats.done == stats.total == 4 * len(questions)
+    missing_1 = len(questions) - len({s.idx for s in samples})
+    missing_2 = stats.total - sum(s.status == "done" for s in samples)
+    assert server.requests_total == missing_1 + missing_2

@@ -314,14 +314,17 @@ def test_background_job_generates_reports_progress_and_keeps_the_key_off_disk(tm
 def test_background_job_cancel_then_resume_completes_without_duplicates(tmp_path, server):
     from rtdemo.jobs import cancel_job, resume_job
 
-    server.latency = 0.05
+    # The fake answers 20 requests and holds the next ones: the cancel lands while both of the
+    # job's slots wait on the server, at a known point.
+    answered, concurrency = 20, 2
+    server.hold(after=answered)
     ws = tmp_path / "ws"
     args = [
         *GEN_ARGS,
         "--limit",
         "30",
         "--concurrency",
-        "2",
+        str(concurrency),
         "--base-url",
         server.base_url,
         "--workspace",
@@ -329,13 +332,15 @@ def test_background_job_cancel_then_resume_completes_without_duplicates(tmp_path
     ]
     out = _cli(*args, "--background", env={"OPENAI_API_KEY": KEY})
     job_id = int(out.stdout.split("started job ")[1].split()[0])
-    deadline = time.monotonic() + 60
-    while _count(ws / "rtdemo.sqlite3") < 10 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert server.wait_held(concurrency, timeout=90), server.held
     with Store(ws) as store:
         cancel_job(store, job_id)
+    server.release()
     job = _wait_job(ws, job_id)
     assert job.status == "cancelled"
+    # Nothing is requested after the cancel beyond the held requests, which land.
+    assert server.requests_total == answered + concurrency, server.requests_total
+    assert server.by_outcome["ok"] == answered + concurrency
     stopped_at = _count(ws / "rtdemo.sqlite3")
     assert 0 < stopped_at < 120
     with Store(ws) as store:
