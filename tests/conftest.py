@@ -1,6 +1,8 @@
 """Shared fixtures. Tests are hermetic: no network, a fresh workspace each, one torch thread.
 
-With `CI=true` a skipped test is a failure: CI must install everything the tests need.
+With `CI=true` a skipped test is a failure (CI must install everything the tests need), and so are
+a module skipped at collection and an xfail (`xfail_strict` in pyproject.toml makes an xpass fail
+everywhere); tests/test_ci_guard.py checks it.
 """
 
 from __future__ import annotations
@@ -80,12 +82,37 @@ def run_cli():
     return run
 
 
+def _reason(longrepr) -> str:
+    return str(longrepr[2] if isinstance(longrepr, tuple) else longrepr)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """In CI a skip is a failure: whatever a test needs must be installed there."""
+    """In CI a skip or an xfail is a failure: whatever a test needs must be installed there,
+    and a known failure is a failure."""
     outcome = yield
     report = outcome.get_result()
-    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+    if not IN_CI:
+        return
+    if hasattr(report, "wasxfail"):  # xfailed (reported as skipped) or a non-strict xpass
+        reason = report.wasxfail or "no reason given"
+        del report.wasxfail
         report.outcome = "failed"
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
-        report.longrepr = f"skipped in CI (CI=true forbids skips): {reason}"
+        report.longrepr = f"xfail in CI (CI=true forbids xfail): {reason}"
+    elif report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI (CI=true forbids skips): {_reason(report.longrepr)}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """In CI a module skipped while it is collected (a module-level `pytest.importorskip` or
+    `pytest.skip(allow_module_level=True)`) is a collection error, not a quiet skip."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{collector.nodeid} skipped at collection in CI (CI=true forbids skips): "
+            f"{_reason(report.longrepr)}"
+        )

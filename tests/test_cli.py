@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -207,9 +212,47 @@ def test_every_command_and_flag_has_help():
             assert action.help, f"{p.prog}: {action.option_strings or action.dest} has no help"
 
 
-def test_module_and_console_script_agree(run_cli):
-    out = run_cli("--help")
-    assert out.returncode == 0 and "tasks" in out.stdout and "score" in out.stdout
+def console_script() -> str:
+    """The installed `rtdemo` console script: beside this interpreter (the venv's bin), else on
+    PATH."""
+    bin_dir = str(Path(sys.executable).parent)
+    script = shutil.which("rtdemo", path=bin_dir) or shutil.which("rtdemo")
+    assert script, f"no rtdemo console script in {bin_dir} or on PATH: `pip install -e .`"
+    return script
+
+
+def test_module_and_console_script_agree(run_cli, tmp_path):
+    script = console_script()
+    cases = [
+        ("--help",),
+        ("--version",),
+        ("tasks", "--json"),
+        ("experiments", "show", "nope", "--workspace", str(tmp_path / "ws")),  # a UserError
+        ("no-such-command",),  # argparse's error
+    ]
+    outputs = {}
+    for args in cases:
+        module = run_cli(*args)
+        console = subprocess.run(
+            [script, *args],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ),
+            cwd=tmp_path,  # not the repository: the installed package, not ./rtdemo
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        assert (console.returncode, console.stdout, console.stderr) == (
+            module.returncode,
+            module.stdout,
+            module.stderr,
+        ), args
+        failing = args[0] in ("experiments", "no-such-command")
+        assert module.returncode == (2 if failing else 0), (args, module.stderr)
+        assert (module.stderr if failing else module.stdout).strip(), args
+        outputs[args[0]] = module.stdout
+    help_text = outputs["--help"]
+    assert help_text.startswith("usage: rtdemo ") and "tasks" in help_text and "score" in help_text
 
 
 def test_experiments_show_gives_teacher_accuracy_and_yield(run_cli, tmp_path):

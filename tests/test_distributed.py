@@ -1,4 +1,5 @@
-"""Multi-process (data-parallel) training: `rtdemo train --processes 2` on two CPU processes.
+"""Multi-process (data-parallel) training: `rtdemo train --processes 2` on two CPU processes
+(CPU also on a GPU machine: the subprocesses get `CUDA_VISIBLE_DEVICES=""`).
 
 The equality test runs the real CLI twice on the same 16 vanilla records of mixed length, in order
 (`--no-shuffle`), fp32, AdamW at the paper's 3e-4 for 4 steps, with a tiny GPT-2 whose dropout is
@@ -35,7 +36,12 @@ TIMEOUT_S = 150
 def run(*args: str, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
     """`python -m rtdemo ...` in its own session; on a timeout the whole session is killed (the
     launcher with it; its workers end when their launcher dies)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # No GPU for these runs, also on a GPU machine: the tests compare gloo on CPU processes
+    # with one CPU process (two workers sharing one GPU would not run under NCCL at all).
+    env = {
+        **os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+        "CUDA_VISIBLE_DEVICES": "",
+    }  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-m", "rtdemo", *map(str, args)],
         stdout=subprocess.PIPE,
@@ -119,9 +125,21 @@ def test_launcher_command_and_worker_arguments():
     assert argv[8:] == ["rtdemo", "train", "--run", "x"]
     worker = launch.worker_argv(["train", "--run", "x", "--job-id", "7", "--background"], Path("w"))
     assert worker == ["train", "--run", "x", "--workspace", "w"]
-    assert launch.device_count() == 0  # this machine has no GPU: one process unless asked
-    assert launch.default_processes() == 1
     assert launch.threads_per_process(2) >= 1
+
+
+def test_one_process_by_default_unless_there_are_several_gpus(monkeypatch):
+    import torch
+
+    # CUDA's answers are stubbed: the rule is tested the same on CPU and GPU machines.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert launch.device_count() == 0 and launch.default_processes() == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert launch.device_count() == 1 and launch.default_processes() == 1
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert launch.device_count() == 4 and launch.default_processes() == 4
 
 
 @pytest.mark.slow

@@ -127,7 +127,7 @@ def test_position_ids_follow_the_attention_mask(causal_folder):
         generate(model, tokenizer, kind, ["Q: hi ###", PROMPTS[0]], max_new_tokens=2)
     finally:
         handle.remove()
-    first = seen[0]  # the prompt pass
+    first = seen[0].cpu()  # the prompt pass (the model may be on a GPU)
     mask = tokenizer.pad({"input_ids": tokenizer(["Q: hi ###", PROMPTS[0]])["input_ids"]})
     mask = torch.tensor(mask["attention_mask"])
     real = mask.bool()

@@ -143,15 +143,19 @@ def test_a_fatal_error_ends_the_run_with_one_message_and_stores_nothing_wrong(se
     assert teacher.calls["rationale"] <= 8  # stopped at once, not once per question
 
 
-def test_budget_stops_the_run_cleanly_within_budget(setup):
+@pytest.mark.parametrize("concurrency", [2, 8])
+def test_budget_stops_the_run_cleanly_within_budget(setup, concurrency):
     store, exp, questions = setup
     price = Price(input=1000.0, output=1000.0)  # $ per million tokens: ~$0.2 a sample, ~$0.7 worst
-    stats = run(store, exp, questions, Counting(), price=price, budget=3.0, concurrency=2)
+    stats = run(store, exp, questions, Counting(), price=price, budget=3.0, concurrency=concurrency)
     assert stats.stopped == "budget"
     assert 0 < stats.done < 21
     assert stats.spend <= 3.0
-    stored = sum(s.cost for s in load_samples(store, exp.id))
-    assert stored == pytest.approx(stats.spend)
+    samples = load_samples(store, exp.id)
+    # Every paid rationale got its answer: no sample is left half done or failed.
+    assert len(samples) == stats.done and all(s.status == "done" for s in samples)
+    assert all(s.answer_text is not None and s.prediction is not None for s in samples)
+    assert sum(s.cost for s in samples) == pytest.approx(stats.spend)
     with pytest.raises(UserError, match="needs a price"):
         run(store, exp, questions, Counting(), price=None, budget=1.0)
 

@@ -105,34 +105,56 @@ GEN_ARGS = [
 
 @pytest.mark.slow
 def test_sigkill_midway_then_restart_ends_in_the_same_state(tmp_path, server):
-    server.latency = 0.03
+    """The fake answers the first 100 requests and holds the rest: the child is killed with its
+    8 request slots all waiting, so the kill lands at a known point, whatever the machine's speed.
+
+    Then the store holds exactly what the 100 answers paid for: each answered call 1 is 4
+    rationales, each answered call 2 one done sample, so done + calls 1 = 100; and a restart
+    requests exactly the 250 - 100 calls still missing, none twice.
+    """
+    answered, concurrency = 100, 8
+    server.hold(after=answered)
     ws = tmp_path / "ws"
     args = [*GEN_ARGS, "--base-url", server.base_url, "--workspace", ws]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rtdemo", *map(str, args)],
+        [sys.executable, "-m", "rtdemo", *map(str, args), "--concurrency", str(concurrency)],
         cwd=REPO,
         env={**os.environ, "OPENAI_API_KEY": KEY},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    try:
+        # All slots held means every answered request has left its slot, and generation commits
+        # a reply before it frees the slot's next use: the store is settled.
+        assert server.wait_held(concurrency, timeout=90), (server.held, proc.poll())
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert server.requests_total == answered + concurrency
+    assert server.by_endpoint == {"chat": answered + concurrency}
+    assert server.by_outcome["ok"] == answered
     db = ws / "rtdemo.sqlite3"
-    deadline = time.monotonic() + 60
-    while _count(db) < 80 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    stored_at_kill = _count(db) + _count(db, "rationale")
-    assert 0 < _count(db) < 200, "the kill should land midway"
+    done, half = _count(db), _count(db, "rationale")
+    assert (done + half) % 4 == 0
+    calls_1 = (done + half) // 4  # each answered call 1 stored its 4 rationales
+    assert done + calls_1 == answered
+    # 8 workers, a question's 4 calls 2 only after its call 1: 20 to 26 calls 1 among 100.
+    assert 20 <= calls_1 <= 26 and 74 <= done <= 80
+    assert _count(db, "failed") == 0
+
+    server.release()  # the held requests answer a client that is gone
+    assert server.wait_idle(timeout=30)
+    server.reset_counters()
     out = _cli(*args, env={"OPENAI_API_KEY": KEY})
     assert out.returncode == 0, out.stderr
     with Store(ws) as store:
         samples = load_samples(store, store.get_experiment("kill").id)
     assert len(samples) == 200 and all(s.status == "done" for s in samples)
     assert len({(s.idx, s.sample_index) for s in samples}) == 200
-    # Every request beyond the 250 needed was one in flight at the kill: at most the
-    # concurrency limit (8), never the work already stored.
-    served = server.by_outcome["ok"] + server.by_outcome["client_disconnected"]
-    assert 250 <= served <= 250 + 8, (served, stored_at_kill)
+    # Exactly the missing calls: one call 1 (n=4) per question without rationales, one call 2
+    # per sample not done; nothing answered before the kill is requested again.
+    assert server.requests_total == server.by_outcome["ok"] == 250 - answered
+    assert [b.get("n", 1) for b in server.bodies()].count(4) == 50 - calls_1
 
 
 def test_wrong_key_is_one_clear_message_and_stores_nothing(tmp_path, server):
@@ -292,14 +314,17 @@ def test_background_job_generates_reports_progress_and_keeps_the_key_off_disk(tm
 def test_background_job_cancel_then_resume_completes_without_duplicates(tmp_path, server):
     from rtdemo.jobs.runner import cancel_job, resume_job
 
-    server.latency = 0.05
+    # The fake answers 20 requests and holds the next ones: the cancel lands while both of the
+    # job's slots wait on the server, at a known point.
+    answered, concurrency = 20, 2
+    server.hold(after=answered)
     ws = tmp_path / "ws"
     args = [
         *GEN_ARGS,
         "--limit",
         "30",
         "--concurrency",
-        "2",
+        str(concurrency),
         "--base-url",
         server.base_url,
         "--workspace",
@@ -307,13 +332,15 @@ def test_background_job_cancel_then_resume_completes_without_duplicates(tmp_path
     ]
     out = _cli(*args, "--background", env={"OPENAI_API_KEY": KEY})
     job_id = int(out.stdout.split("started job ")[1].split()[0])
-    deadline = time.monotonic() + 60
-    while _count(ws / "rtdemo.sqlite3") < 10 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert server.wait_held(concurrency, timeout=90), server.held
     with Store(ws) as store:
         cancel_job(store, job_id)
+    server.release()
     job = _wait_job(ws, job_id)
     assert job.status == "cancelled"
+    # Nothing is requested after the cancel beyond the held requests, which land.
+    assert server.requests_total == answered + concurrency, server.requests_total
+    assert server.by_outcome["ok"] == answered + concurrency
     stopped_at = _count(ws / "rtdemo.sqlite3")
     assert 0 < stopped_at < 120
     with Store(ws) as store:

@@ -19,7 +19,15 @@ from pathlib import Path
 import pytest
 
 from rtdemo.workspace.store import Store
-from tests.fakes.hub_server import TOKEN, FakeHubServer
+from tests.fakes.hub_server import (
+    HUB_ENDPOINTS,
+    OTHER_TOKEN,
+    OTHER_USER,
+    PRESIGNED_ENDPOINTS,
+    TOKEN,
+    FakeHubServer,
+    sha256,
+)
 
 TASK = "last_letter_concatenation"
 SIZE = 30
@@ -296,7 +304,13 @@ def test_a_push_arrives_loads_back_and_matches_the_students_own_evaluation(
     assert files_of(model_folder) == files_of(tmp_path / "dry" / "model")
     assert files_of(dataset_folder) == files_of(tmp_path / "dry" / "dataset")
     assert set(model.files) == PUBLISHED
-    assert all(r.authorization == f"Bearer {TOKEN}" for r in hub.requests)
+    # The Hub's endpoints saw the user's token; the weights went to xet storage with the
+    # short-lived xet token the Hub handed out, and to the presigned upload URL with none.
+    hub_calls = [r for r in hub.requests if r.endpoint in HUB_ENDPOINTS]
+    assert {r.authorization for r in hub_calls} == {f"Bearer {TOKEN}"}
+    others = {r.authorization for r in hub.requests if r.endpoint not in HUB_ENDPOINTS}
+    assert others and all(a is None or a.startswith("Bearer xet_") for a in others)
+    assert model.lfs["model.safetensors"].via == "xet" and set(dataset.lfs) == set()
 
     # The student loads back and answers exactly as in its own evaluation (merged LoRA run).
     own = predictions(workspace, "lora")
@@ -478,6 +492,117 @@ def test_a_taken_name_is_refused_and_another_name_or_update_works(workspace, hub
     )
     assert code == 0, err
     assert set(hub.repo("model", "tester/taken").files) == PUBLISHED
+
+
+# -- large files: the weights travel the way the real Hub makes them travel ---------------------
+
+
+def test_the_weights_go_through_xet_storage_and_arrive_byte_for_byte(
+    workspace, hub, token_env, tmp_path
+):
+    # huggingface_hub 2.4 uploads large files with hf_xet whenever it is installed (it is, as
+    # a dependency): the Hub's preupload says "lfs" for *.safetensors, the client fetches a
+    # xet token, uploads xorbs and a shard to the CAS, and the commit names the file by sha256.
+    args = ("--repo-id", "tester/weights", "--what", "model", "--run", "cot")
+    code, _, err = cli(workspace, *args, "--dry-run", "--out", str(tmp_path / "dry"))
+    assert code == 0, err
+    code, _, err = cli(workspace, *args, endpoint=hub.url)
+    assert code == 0, err
+    local = (tmp_path / "dry" / "model" / "model.safetensors").read_bytes()
+    repo = hub.repo("model", "tester/weights")
+    assert set(repo.lfs) == {"model.safetensors"}  # the JSON and README travel as regular files
+    arrived = repo.lfs["model.safetensors"]
+    assert (arrived.via, arrived.oid, arrived.size) == ("xet", sha256(local), len(local))
+    assert repo.files["model.safetensors"] == local
+    assert (hub.folder("model", "tester/weights") / "model.safetensors").read_bytes() == local
+    assert [(u.repo_id, u.via) for u in hub.uploads] == [("tester/weights", "xet")]
+    assert hub.count("xet_token") == 1 and hub.count("shard") == 1
+    assert hub.count("xorb_grant") + hub.count("xorb") >= 1
+    assert hub.count("lfs_batch") == 0  # not the classic LFS path
+
+
+def test_without_hf_xet_the_weights_go_through_classic_lfs(workspace, hub, token_env, tmp_path):
+    # HF_HUB_DISABLE_XET=1 (or a platform without an hf_xet wheel): git-LFS batch, a presigned
+    # PUT, the verify call, then the commit's lfsFile line.
+    from huggingface_hub import constants
+
+    args = ("--repo-id", "tester/lfs", "--what", "model", "--run", "cot")
+    code, _, err = cli(workspace, *args, "--dry-run", "--out", str(tmp_path / "dry"))
+    assert code == 0, err
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        code, _, err = cli(workspace, *args, endpoint=hub.url)
+    assert code == 0, err
+    local = (tmp_path / "dry" / "model" / "model.safetensors").read_bytes()
+    repo = hub.repo("model", "tester/lfs")
+    arrived = repo.lfs["model.safetensors"]
+    assert (arrived.via, arrived.oid, arrived.size) == ("lfs", sha256(local), len(local))
+    assert repo.files["model.safetensors"] == local and set(repo.lfs) == {"model.safetensors"}
+    assert (hub.count("lfs_batch"), hub.count("lfs_upload"), hub.count("lfs_verify")) == (1, 1, 1)
+    assert hub.count("xet_token") == 0
+    presigned = [r for r in hub.requests if r.endpoint in PRESIGNED_ENDPOINTS]
+    assert [r.authorization for r in presigned] == [None]  # the signed URL, not the token
+
+
+# -- other users' private repos --------------------------------------------------------------------
+
+
+def test_a_name_taken_by_someone_elses_private_repo_is_refused_and_loses_nothing(
+    workspace, hub, token_env
+):
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    theirs = {"README.md": b"someone's private work", "model.safetensors": b"\0secret weights"}
+    hub.add_repo("model", f"{OTHER_USER}/letters", theirs, private=True)
+    # Invisible to this user, as on the Hub (404, not 403); its owner sees it.
+    with pytest.raises(RepositoryNotFoundError):
+        HfApi(endpoint=hub.url, token=TOKEN).repo_info(f"{OTHER_USER}/letters")
+    assert HfApi(endpoint=hub.url, token=OTHER_TOKEN).repo_info(f"{OTHER_USER}/letters").private
+
+    args = ("--what", "model", "--run", "cot")
+    for extra in ((), ("--update",)):  # --update does not get into someone else's namespace
+        code, _, err = cli(
+            workspace, "--repo-id", f"{OTHER_USER}/letters", *args, *extra, endpoint=hub.url
+        )
+        assert code == 2
+        line = one_error(err)
+        assert line.startswith(f"error: publishing {OTHER_USER}/letters: the token may not write")
+        assert "use your own user name or an organisation you can write to" in line
+    repo = hub.repo("model", f"{OTHER_USER}/letters")
+    assert repo.files == theirs and repo.commits == [] and repo.private
+    assert hub.count("preupload") == hub.count("commit") == 0  # nothing was sent
+    # The same name in the user's own namespace is free.
+    code, _, err = cli(workspace, "--repo-id", "tester/letters", *args, endpoint=hub.url)
+    assert code == 0, err
+    assert (
+        hub.repo("model", "tester/letters").private
+        and hub.repo("model", f"{OTHER_USER}/letters").files == theirs
+    )
+
+
+def test_an_org_name_taken_by_a_colleagues_private_repo_needs_update(workspace, hub, token_env):
+    # In an organisation both belong to, a colleague made the private repo lab/letters: the Hub
+    # answers 409 to create; the push refuses it as taken, and with --update adds its files
+    # beside the colleague's.
+    hub.add_user("tester", TOKEN, orgs=("lab",))
+    hub.add_user("colleague", "hf_" + "colleagueTokenColleagueToken0", orgs=("lab",))
+    theirs = {"NOTES.md": b"the colleague's notes"}
+    hub.add_repo("model", "lab/letters", theirs, private=True, creator="colleague")
+    args = ("--repo-id", "lab/letters", "--what", "model", "--run", "cot")
+    code, _, err = cli(workspace, *args, endpoint=hub.url)
+    assert code == 2
+    line = one_error(err)
+    assert f"the name lab/letters is taken on {hub.url}" in line
+    assert "Choose another repo id, or push into it on purpose (--update" in line
+    repo = hub.repo("model", "lab/letters")
+    assert repo.files == theirs and repo.commits == []
+    code, _, err = cli(workspace, *args, "--update", endpoint=hub.url)  # private into private
+    assert code == 0, err
+    assert (
+        set(repo.files) == PUBLISHED | {"NOTES.md"} and repo.files["NOTES.md"] == theirs["NOTES.md"]
+    )
+    assert repo.lfs["model.safetensors"].via == "xet" and repo.commits[-1]["user"] == "tester"
 
 
 @pytest.mark.parametrize(

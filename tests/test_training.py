@@ -7,6 +7,7 @@ thread: every run takes a second or two. Tests that train are marked `slow` (run
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -124,11 +125,20 @@ def test_seq2seq_labels_end_with_eos(t5, tmp_path):
 
 
 @pytest.mark.slow
-def test_lora_changes_the_adapter_weights_and_leaves_the_base_untouched(student, tmp_path):
-    model, tokenizer, kind = load_student(student, for_training=True)
-    lora = settings(student, method="lora", max_steps=4, learning_rate=1e-2)
-    trainer = build_trainer(model, tokenizer, kind, make_records(), lora, tmp_path / "out")
-    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+def test_lora_changes_the_adapter_weights_and_leaves_the_base_untouched(request, tmp_path, kind):
+    folder = request.getfixturevalue("student" if kind == "causal" else "t5")
+    model, tokenizer, loaded = load_student(folder, for_training=True)
+    assert loaded == kind
+    lora = settings(folder, method="lora", max_steps=4, learning_rate=1e-2, lora_r=2)
+    records = make_records(student=kind)
+    trainer = build_trainer(model, tokenizer, kind, records, lora, tmp_path / "out")
+    assert hasattr(trainer.model, "peft_config"), "LoRA settings did not wrap the model in PEFT"
+    params = dict(trainer.model.named_parameters())
+    trainable = {n: p.numel() for n, p in params.items() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable), "a base weight is trainable"
+    assert sum(trainable.values()) < 0.25 * sum(p.numel() for p in params.values())
+    before = {n: p.detach().clone() for n, p in params.items()}
     trainer.train()
     n_lora = 0
     for name, param in trainer.model.named_parameters():
@@ -273,12 +283,38 @@ def test_validation_split_picks_the_best_epoch(student, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_seq2seq_student_trains(t5, tmp_path, method):
+    """LoRA on a seq2seq student saves an adapter (the base stays as it was), full fine-tuning
+    saves whole changed weights; both load back as seq2seq models whose weights moved."""
+    from safetensors.torch import load_file
+
     result = train(
-        make_records(student="seq2seq"), settings(t5, method=method, max_steps=3), tmp_path / "r"
+        make_records(student="seq2seq"),
+        settings(t5, method=method, max_steps=3, learning_rate=1e-2),
+        tmp_path / "r",
     )
-    assert result.kind == "seq2seq" and result.global_step == 3
-    model, _, kind = load_student(result.final_dir, for_training=False)
+    assert result.kind == "seq2seq" and result.global_step == 3 and result.method == method
+    saved = json.loads((tmp_path / "r" / "train_result.json").read_text())
+    assert (saved["kind"], saved["method"]) == ("seq2seq", method)
+    final = Path(result.final_dir)
+    base = load_file(t5 / "model.safetensors")
+    if method == "lora":
+        assert (final / "adapter_config.json").is_file(), sorted(os.listdir(final))
+        assert not (final / "model.safetensors").exists(), "LoRA saved full model weights"
+        config = json.loads((final / "adapter_config.json").read_text())
+        assert config["task_type"] == "SEQ_2_SEQ_LM" and config["r"] == 16
+        adapter = load_file(final / "adapter_model.safetensors")
+        assert adapter and all("lora_" in key for key in adapter), sorted(adapter)[:5]
+        assert sum(t.numel() for t in adapter.values()) < sum(t.numel() for t in base.values())
+    else:
+        assert not (final / "adapter_config.json").exists()
+        weights = load_file(final / "model.safetensors")
+        assert any(not torch.equal(base[k], weights[k]) for k in base if k in weights)
+    model, _, kind = load_student(final, for_training=False)
     assert kind == "seq2seq" and model.config.is_encoder_decoder
+    assert not hasattr(model, "peft_config")  # a LoRA adapter is merged for inference
+    merged = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    key = "encoder.block.0.layer.0.SelfAttention.q.weight"  # a linear layer LoRA adapts
+    assert not torch.equal(merged[key], base[key]), "training did not change the model"
 
 
 # ---- settings, recipes, precision --------------------------------------------------------------
@@ -342,13 +378,22 @@ def test_recipes_are_valid_settings():
 
 
 def test_choose_precision(monkeypatch):
+    """Both rules on any machine: CUDA's answers are stubbed, so a GPU machine tests the CPU rule
+    and a CPU machine the GPU rule."""
     import rtdemo.training.settings as train_settings
 
     assert choose_precision("fp32") == "fp32"
-    if torch.cuda.is_available():
-        pytest.skip("the CPU rule is tested on CPU machines")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU rule
     assert choose_precision("bf16") == "bf16"
     monkeypatch.setattr(train_settings, "_cpu_has_fast_bf16", lambda: True)
     assert choose_precision("auto") == "bf16"
     monkeypatch.setattr(train_settings, "_cpu_has_fast_bf16", lambda: False)
     assert choose_precision("auto") == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the GPU rule
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert choose_precision("auto") == choose_precision("bf16") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert choose_precision("auto") == "fp32"
+    with pytest.raises(UserError, match="this GPU does not support bf16"):
+        choose_precision("bf16")
+    assert choose_precision("fp32") == "fp32"

@@ -184,6 +184,9 @@ class Generator:
             if self._fatal is not None or self.should_stop():
                 raise _Stop("cancelled")
             async with self._slots:
+                # Again once a slot is free: a cancel or a fatal error may have come meanwhile.
+                if self._fatal is not None or self.should_stop():
+                    raise _Stop("cancelled")
                 budget = s.budget if check_budget else None
                 if budget is not None and self.stats.spend + self._reserved + worst_cost > budget:
                     self.stats.stopped = self.stats.stopped or "budget"

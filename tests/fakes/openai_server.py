@@ -11,19 +11,66 @@ threads, port 0).
         assert server.requests_total == 1
         assert server.bodies("chat")[0]["n"] == 8
 
-Endpoints: `POST /v1/chat/completions` (`n`, `temperature`, `max_tokens` or
-`max_completion_tokens`, `stream`), `POST /v1/completions` (`prompt`, `n`, `stream`),
-`GET /v1/models`. Tokens are words: usage counts words, and a reply longer than the token limit is
-cut to that many words with `finish_reason` "length".
+What it emulates, as the real API does it:
 
-Faults (`server.faults = Faults(...)`) are decided per request from its index since `faults` was
-last assigned: first the explicit `schedule`, then the fractions, drawn from a generator seeded by
-`(seed, index)`, so the i-th request gets the same fault on every run whatever the thread timing.
+- Endpoints: `POST /v1/chat/completions` (`messages`, `n`, `temperature`, `max_tokens` or
+  `max_completion_tokens`, `stream`, `stream_options.include_usage`), `POST /v1/completions`
+  (`prompt`, `n`, `max_tokens`, `stream`), `GET /v1/models`.
+- Checks in a real server's order: an unknown path is 404; then the API key (401
+  `invalid_api_key`, echoing a masked key), before anything else, injected faults included: a
+  request with a bad key never meets a rate limit or a fault and takes no place in the fault
+  schedule; then the request's own checks (model, unsupported temperature, missing
+  messages/prompt, `n` out of 1-128).
+- Tokens, not words. `tokenize` is a deterministic stand-in for a BPE tokenizer: the text is split
+  GPT-style into words with their leading space, digit groups of up to three, punctuation runs,
+  contractions and whitespace runs, and any piece longer than 7 characters is cut into 7-character
+  pieces. English comes out at about 3.5-4 characters a token, close to the 4 rtdemo's estimates
+  assume (`rtdemo.generation.pricing.CHARS_PER_TOKEN`) and to what OpenAI's tokenizers give. Usage
+  counts these tokens: `completion_tokens` is the sum over the choices, `prompt_tokens` is the
+  prompt's tokens (completions) or, for chat, each message's content plus 4 tokens per message
+  (role and framing) plus 3 to prime the reply, OpenAI's documented chat overhead. A reply longer
+  than `max_tokens` (or `max_completion_tokens`) tokens is cut to exactly that many tokens, with
+  `finish_reason` "length".
+- `n` choices with distinct texts: the responder is called once per choice, and a responder that
+  takes a `choice` argument gets the choice's index (both built-in responders do, and vary their
+  text by it, as sampling at a temperature would).
+- Choices out of order (`shuffle_choices=True`): a non-streamed reply lists its choices, each with
+  its `index`, in a permuted order (never the identity when n > 1); a streamed reply interleaves
+  its choices' chunks in a seeded random order. Without it a streamed reply with n > 1 still
+  interleaves its choices round-robin, as the real API does.
+- Streams (SSE): a chat stream starts each choice with a role chunk
+  (`delta: {"role": "assistant", "content": ""}`), sends one token per chunk, ends each choice with
+  an empty delta carrying its `finish_reason`, then a usage chunk (`choices: []`) if
+  `stream_options.include_usage` is set, then `data: [DONE]`.
+- Faults (`server.faults = Faults(...)`), decided per request from its index since `faults` was
+  last assigned (requests refused for their key are not counted): first the explicit `schedule`,
+  then the fractions, drawn from a generator seeded by `(seed, index)`, so the i-th request gets
+  the same fault on every run whatever the thread timing.
+- Holding requests (`hold(after=N)`, `release()`, `wait_held(k)`): requests arriving after the
+  next N wait, recorded and in flight, until released or the server stops: a test can freeze a
+  client mid-run at an exact point without any clock.
+
+What it does not emulate:
+
+- A real tokenizer: counts are close to, not equal to, any model's (no vocabulary, no merges);
+  the chat overhead is the documented 4 + 3, not any model's exact framing.
+- Sampling: `temperature`, `top_p`, `seed`, penalties and `logit_bias` change nothing; the text
+  comes from the responder, deterministically.
+- `stop` sequences, `logprobs`, tools and function calls, `response_format`, refusals, images and
+  audio, reasoning tokens (`completion_tokens_details`), `system_fingerprint`, `service_tier`.
+- Validation of unknown or unsupported parameters (the real API answers 400 to an unknown one)
+  and of the context length (no `context_length_exceeded`); `max_tokens` is only used to cut.
+- Real rate limiting: no requests or tokens per minute, no `x-ratelimit-*` headers; 429s come
+  only from injected faults.
+- Errors inside a stream (an `error` event after a 200), organisations and projects, request ids,
+  the Responses, Embeddings and other APIs, TLS, HTTP/2 and compression.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import random
 import re
@@ -44,13 +91,14 @@ Fault = Literal[
     "drop",  # close the socket without a response
     "malformed_json",  # 200 with a body that is not JSON
     "no_choices",  # 200 with JSON lacking `choices`
-    "truncate",  # the reply cut to `truncate_words` words, finish_reason "length"
+    "truncate",  # the reply cut to `truncate_tokens` tokens, finish_reason "length"
 ]
 FAULTS: tuple[str, ...] = Fault.__args__  # type: ignore[attr-defined]
 Endpoint = Literal["chat", "completions", "models"]
-#: Produces one reply text from the request body and the endpoint ("chat" or "completions").
-#: Called once per choice (n times for `n`), from server threads: keep it thread-safe.
-Responder = Callable[[dict[str, Any], str], str]
+#: Produces one reply text from the request body and the endpoint ("chat" or "completions");
+#: one that also takes a `choice` keyword gets the choice's index (0 to n-1). Called once per
+#: choice, from server threads: keep it thread-safe.
+Responder = Callable[..., str]
 
 ROUTES: dict[tuple[str, str], Endpoint] = {
     ("POST", "/v1/chat/completions"): "chat",
@@ -58,12 +106,60 @@ ROUTES: dict[tuple[str, str], Endpoint] = {
     ("GET", "/v1/models"): "models",
 }
 
+# -- tokens ------------------------------------------------------------------------------------
+
+_PIECES = re.compile(
+    r"'(?:s|t|re|ve|m|ll|d)\b"  # contractions
+    r"| ?[^\W\d_]+"  # a word with its leading space
+    r"| ?\d{1,3}"  # digits, three at most
+    r"| ?(?:[^\s\w]|_)+"  # punctuation and symbols
+    r"|\s+(?!\S)|\s+"  # whitespace runs
+)
+MAX_TOKEN_CHARS = 7
+#: OpenAI's documented chat overhead: tokens per message (role, framing) and to prime the reply.
+CHAT_TOKENS_PER_MESSAGE = 4
+CHAT_REPLY_PRIMING = 3
+
+
+def tokenize(text: str) -> list[str]:
+    """`text` as tokens (see the module docstring); `"".join(tokenize(t)) == t` always."""
+    tokens: list[str] = []
+    for piece in _PIECES.findall(text):
+        tokens += [piece[i : i + MAX_TOKEN_CHARS] for i in range(0, len(piece), MAX_TOKEN_CHARS)]
+    return tokens
+
+
+def count_tokens(text: str) -> int:
+    """How many tokens `text` is."""
+    return len(tokenize(text))
+
+
+def limit_tokens(text: str, limit: int | None) -> tuple[str, bool]:
+    """`text` cut to `limit` tokens and whether it was cut."""
+    tokens = tokenize(text)
+    if limit is None or len(tokens) <= limit:
+        return text, False
+    return "".join(tokens[:limit]), True
+
 
 def _content_text(content: Any) -> str:
     """A message's text, whether content is a string or a list of typed parts."""
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict))
     return content if isinstance(content, str) else ""
+
+
+def prompt_tokens(request_json: dict[str, Any]) -> int:
+    """The `prompt_tokens` the fake reports for a request (chat overhead included)."""
+    if "messages" in request_json:
+        messages = request_json.get("messages") or []
+        return CHAT_REPLY_PRIMING + sum(
+            CHAT_TOKENS_PER_MESSAGE + count_tokens(_content_text(m.get("content")))
+            for m in messages
+            if isinstance(m, dict)
+        )
+    prompt = request_json.get("prompt", "")
+    return count_tokens("".join(prompt) if isinstance(prompt, list) else str(prompt))
 
 
 def prompt_text(request_json: dict[str, Any]) -> str:
@@ -84,16 +180,29 @@ def system_text(request_json: dict[str, Any]) -> str:
     )
 
 
-def default_responder(request_json: dict[str, Any], endpoint: str) -> str:
-    """Deterministic: " 42." to an answer prompt, a short word-counting rationale otherwise."""
+# -- responders --------------------------------------------------------------------------------
+
+
+def default_responder(request_json: dict[str, Any], endpoint: str, choice: int = 0) -> str:
+    """Deterministic: " 42." to an answer prompt, a short word-counting rationale otherwise
+    (worded differently for each choice after the first)."""
     text = prompt_text(request_json)
     if "Therefore, the answer is" in text:
         return " 42."
-    return f" The question has {len(text.split())} words. So the answer is 42."
+    again = f" Counting again (take {choice + 1}), the" if choice else " The"
+    return f"{again} question has {len(text.split())} words. So the answer is 42."
 
 
-def coin_flip_responder(request_json: dict[str, Any], endpoint: str) -> str:
-    """A teacher that gets Coin Flip right: reasons about the flips, then answers " yes."/" no."."""
+_COIN_WORDINGS = (
+    " The coin was flipped {flips} times. An {parity} number of flips leaves it {side} up.",
+    " Count the flips: {flips}. After {flips} flips, an {parity} count, the coin is {side} up.",
+    " {flips} people flip the coin. {flips} is {parity}, so it ends {side} up.",
+)
+
+
+def coin_flip_responder(request_json: dict[str, Any], endpoint: str, choice: int = 0) -> str:
+    """A teacher that gets Coin Flip right: reasons about the flips (in one of three wordings, by
+    choice index), then answers " yes."/" no."."""
     text = prompt_text(request_json)
     question = text.split("Q:", 1)[-1].split("\nA:", 1)[0]
     flips = question.count(" flips the coin.")
@@ -101,15 +210,36 @@ def coin_flip_responder(request_json: dict[str, Any], endpoint: str) -> str:
     if "Therefore, the answer is" in text:
         return " yes." if heads else " no."
     parity, side = ("even", "heads") if heads else ("odd", "tails")
-    return f" The coin was flipped {flips} times. An {parity} number of flips leaves it {side} up."
+    wording = _COIN_WORDINGS[choice % len(_COIN_WORDINGS)]
+    return wording.format(flips=flips, parity=parity, side=side)
 
 
-def limit_words(text: str, limit: int | None) -> tuple[str, bool]:
-    """`text` cut to `limit` words (spacing kept) and whether it was cut."""
-    pieces = re.findall(r"\s*\S+", text)
-    if limit is None or len(pieces) <= limit:
-        return text, False
-    return "".join(pieces[:limit]), True
+def _signature_takes_choice(responder: Responder) -> bool:
+    try:
+        params = inspect.signature(responder).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "choice" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+_cached_takes_choice = functools.lru_cache(maxsize=64)(_signature_takes_choice)
+
+
+def _takes_choice(responder: Responder) -> bool:
+    try:
+        return _cached_takes_choice(responder)
+    except TypeError:  # an unhashable callable
+        return _signature_takes_choice(responder)
+
+
+def respond(responder: Responder, body: dict[str, Any], endpoint: str, choice: int) -> str:
+    """The responder's text for one choice (its index passed when it takes one)."""
+    if _takes_choice(responder):
+        return responder(body, endpoint, choice=choice)
+    return responder(body, endpoint)
+
+
+# -- faults ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -127,7 +257,7 @@ class Faults:
     schedule: Sequence[Fault | None] = ()
     seed: int = 0
     slow_seconds: float = 2.0
-    truncate_words: int = 3
+    truncate_tokens: int = 3
     retry_after: str | None = "1"  # Retry-After header on 429 (seconds or an HTTP date)
     retry_after_ms: str | None = None  # retry-after-ms header on 429
 
@@ -166,10 +296,16 @@ class RecordedRequest:
     fault: Fault | None = None
     status: int | None = None  # None: no response was sent (dropped, or the client left)
     outcome: str = "pending"
+    seq: int = 0  # arrival number since the server was made (never reset)
+    authorized: bool = True  # False: refused for its key (401), whatever else it asked
+    held: bool = False  # whether it waited for `release()`
+    usage: dict[str, int] | None = None  # the usage of a reply with choices
 
 
 #: An error reply: status, outcome (for counters), message, OpenAI error code, param.
 Refusal = tuple[int, str, str, str | None, str | None]
+
+# -- the handler -------------------------------------------------------------------------------
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -236,20 +372,31 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(record, status, body, outcome, **hdrs)
 
     def _respond(self, fake: FakeOpenAIServer, record: RecordedRequest) -> None:
+        fake._wait_if_held(record)
+        fake._sleep(fake.latency)
+        if record.endpoint is None:
+            refusal = (404, "unknown_url", f"Unknown request URL: {record.path}", "unknown_url")
+            return self._send_error(record, (*refusal, None))
+        if not record.authorized:
+            # Like OpenAI, echo a masked version of the key that was sent.
+            sent = (record.headers.get("authorization") or "").removeprefix("Bearer ")
+            message = f"Incorrect API key provided: {sent[:3]}***{sent[-4:]}."
+            return self._send_error(record, (401, "auth", message, "invalid_api_key", None))
         faults, fault = fake.faults, record.fault
         if fault == "drop":
             record.outcome, self.close_connection = "dropped", True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
-        fake._sleep(fake.latency + (faults.slow_seconds if fault == "slow" else 0.0))
+        if fault == "slow":
+            fake._sleep(faults.slow_seconds)
         if fault == "rate_limit":
             hdrs = {"Retry-After": faults.retry_after, "retry-after-ms": faults.retry_after_ms}
             refusal = (429, "rate_limit", "Rate limit reached", "rate_limit_exceeded", None)
             return self._send_error(record, refusal, **{k: v for k, v in hdrs.items() if v})
         if fault == "server_error":
             return self._send_error(record, (500, "server_error", "Server error", None, None))
-        refusal = fake._refusal(record, self.headers.get("Authorization"))
+        refusal = fake._refusal(record)
         if refusal:
             return self._send_error(record, refusal)
         if record.endpoint == "models":
@@ -261,32 +408,43 @@ class _Handler(BaseHTTPRequestHandler):
         body, endpoint, fault = record.body or {}, record.endpoint or "", record.fault
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
         choices = []
-        for _ in range(min(int(body.get("n") or 1), fake.max_n or 128)):
-            text, cut = limit_words(fake.responder(body, endpoint), limit)
+        for index in range(min(int(body.get("n") or 1), fake.max_n or 128)):
+            text, cut = limit_tokens(respond(fake.responder, body, endpoint, index), limit)
             if fault == "truncate":
-                text, cut = limit_words(text, fake.faults.truncate_words)[0], True
+                text, cut = limit_tokens(text, fake.faults.truncate_tokens)[0], True
             choices.append((text, None if fake.null_finish_reason else "length" if cut else "stop"))
         usage = {
-            "prompt_tokens": len((prompt_text(body) + " " + system_text(body)).split()),
-            "completion_tokens": sum(len(text.split()) for text, _ in choices),
+            "prompt_tokens": prompt_tokens(body),
+            "completion_tokens": sum(count_tokens(text) for text, _ in choices),
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        rng = random.Random(f"shuffle:{record.seq}")
         if body.get("stream"):
-            return self._stream(fake, record, choices, usage)
+            return self._stream(fake, record, choices, usage, rng)
         if fault == "malformed_json":
             return self._send_json(record, 200, b'{"id": "broken", "choices": [', "malformed_json")
         base = fake._envelope(body, endpoint, stream=False)
         if fault == "no_choices":
             return self._send_json(record, 200, base, "no_choices")
+        order = list(range(len(choices)))
+        if fake.shuffle_choices and len(order) > 1:
+            while order == sorted(order):
+                rng.shuffle(order)
         base["choices"] = [
-            fake._choice(endpoint, i, t, f, stream=False) for i, (t, f) in enumerate(choices)
+            fake._choice(endpoint, i, choices[i][0], choices[i][1], stream=False) for i in order
         ]
         if fake.usage:
             base["usage"] = usage
+            record.usage = usage
         self._send_json(record, 200, base, "ok")
 
     def _stream(
-        self, fake: FakeOpenAIServer, record: RecordedRequest, choices: list, usage: dict
+        self,
+        fake: FakeOpenAIServer,
+        record: RecordedRequest,
+        choices: list,
+        usage: dict,
+        rng: random.Random,
     ) -> None:
         body, endpoint = record.body or {}, record.endpoint or ""
         self.send_response(200)
@@ -303,23 +461,38 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"%X\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
 
-        def chunk(index: int, text: str | None, finish: str | None) -> dict:
-            return {
-                **fake._envelope(body, endpoint, stream=True),
-                "choices": [fake._choice(endpoint, index, text, finish, stream=True)],
-            }
+        def chunk(index: int, text: str | None, finish: str | None, role: bool = False) -> dict:
+            choice = fake._choice(endpoint, index, text, finish, stream=True)
+            if role:
+                choice["delta"] = {"role": "assistant", "content": ""}
+            return {**fake._envelope(body, endpoint, stream=True), "choices": [choice]}
 
+        # Each choice's chunks in order: its role chunk (chat), one token each, its finish.
+        queues: list[list[dict]] = []
         for index, (text, finish) in enumerate(choices):
-            for piece in re.findall(r"\s*\S+\s*$|\s*\S+", text):
-                event(chunk(index, piece, None))
-                if record.fault == "malformed_json":
-                    event("{broken")
-                fake._sleep(fake.chunk_delay)
-            event(chunk(index, None, finish))
+            queue = [chunk(index, None, None, role=True)] if endpoint == "chat" else []
+            queue += [chunk(index, piece, None) for piece in tokenize(text)]
+            queues.append([*queue, chunk(index, None, finish)])
+        # Interleaved across choices: round-robin, or at random with `shuffle_choices`.
+        turn = list(range(len(queues)))
+        if fake.shuffle_choices:
+            rng.shuffle(turn)
+        while turn:
+            index = rng.choice(turn) if fake.shuffle_choices else turn[0]
+            payload = queues[index].pop(0)
+            event(payload)
+            if record.fault == "malformed_json" and not payload["choices"][0]["finish_reason"]:
+                event("{broken")
+            if not queues[index]:
+                turn.remove(index)
+            elif not fake.shuffle_choices:
+                turn.append(turn.pop(0))
+            fake._sleep(fake.chunk_delay)
         if record.fault == "no_choices":
             event(fake._envelope(body, endpoint, stream=True))
         if fake.usage and (body.get("stream_options") or {}).get("include_usage"):
             event({**fake._envelope(body, endpoint, stream=True), "choices": [], "usage": usage})
+            record.usage = usage
         event("[DONE]")
         self.wfile.write(b"0\r\n\r\n")
 
@@ -361,22 +534,28 @@ class FakeOpenAIServer:
         null_finish_reason: bool = False,
         usage: bool = True,
         max_n: int | None = None,
+        shuffle_choices: bool = False,
     ) -> None:
         self.api_key = api_key
         self.models = list(models) if models is not None else None
         self.responder = responder
         self.latency = latency  # seconds added to every request (benchmarks)
-        self.chunk_delay = chunk_delay  # seconds between streamed pieces
+        self.chunk_delay = chunk_delay  # seconds between streamed chunks
         self.reject_temperature = reject_temperature  # 400 like some reasoning models
         self.null_finish_reason = null_finish_reason  # finish_reason null, like some servers
         self.usage = usage  # False: replies carry no `usage`
         self.max_n = max_n  # answer at most this many choices, like servers that ignore `n`
+        self.shuffle_choices = shuffle_choices  # choices out of order, streams at random
         self.handler_errors: list[str] = []
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # held requests, in-flight counts
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._seq = 0
+        self._hold_from: int | None = None
+        self._held = 0
         self.faults = faults or Faults()
         self.reset_counters()
 
@@ -395,8 +574,10 @@ class FakeOpenAIServer:
 
     def stop(self) -> None:
         """Stop serving and close kept-alive connections, like a server going down; requests
-        still sleeping (slow faults, latency) wake up at once."""
+        still sleeping (slow faults, latency) or held wake up at once."""
         self._stopping.set()
+        with self._changed:
+            self._changed.notify_all()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -428,6 +609,37 @@ class FakeOpenAIServer:
     def model_ids(self) -> list[str]:
         """The models `/v1/models` lists."""
         return list(self.models) if self.models else ["fake-model"]
+
+    # -- holding requests ------------------------------------------------------------------
+
+    def hold(self, after: int = 0) -> None:
+        """Hold every request that arrives after the next `after` ones until `release()` (or
+        `stop()`): it is recorded and in flight, but gets no reply."""
+        with self._changed:
+            self._hold_from = self._seq + after
+
+    def release(self) -> None:
+        """Let held requests go on, and hold no more."""
+        with self._changed:
+            self._hold_from = None
+            self._changed.notify_all()
+
+    @property
+    def held(self) -> int:
+        """Requests waiting for `release()` right now."""
+        with self._lock:
+            return self._held
+
+    def wait_held(self, count: int, timeout: float = 30.0) -> bool:
+        """Wait until `count` requests are held at once; False if `timeout` seconds pass first
+        (a guard against a hung test, not a measurement)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._held >= count, timeout)
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Wait until no request is in flight; False if `timeout` seconds pass first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._in_flight == 0, timeout)
 
     # -- faults and counters ---------------------------------------------------------------
 
@@ -483,6 +695,13 @@ class FakeOpenAIServer:
             r.body for r in self.requests if r.body is not None and endpoint in (None, r.endpoint)
         ]
 
+    def usage_total(self) -> dict[str, int]:
+        """The usage the server reported, summed over the replies since the last reset."""
+        total: Counter[str] = Counter()
+        for r in self.requests:
+            total.update(r.usage or {})
+        return {k: total[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+
     @property
     def in_flight(self) -> int:
         """Requests being handled right now."""
@@ -497,19 +716,38 @@ class FakeOpenAIServer:
 
     # -- used by the handler ---------------------------------------------------------------
 
+    def _authorized(self, authorization: str | None) -> bool:
+        return self.api_key is None or authorization == f"Bearer {self.api_key}"
+
     def _begin(self, method: str, path: str, endpoint: str | None, body: Any, headers: dict):
+        authorized = self._authorized(headers.get("authorization"))
         with self._lock:
-            fault = self._faults.pick(self._fault_index)
-            self._fault_index += 1
-            record = RecordedRequest(method, path, endpoint, body, headers, fault)
+            record = RecordedRequest(method, path, endpoint, body, headers, seq=self._seq)
+            record.authorized = authorized
+            self._seq += 1
+            if endpoint is not None and authorized:  # refused requests meet no fault
+                record.fault = self._faults.pick(self._fault_index)
+                self._fault_index += 1
             self._records.append(record)
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
         return record
 
     def _end(self, record: RecordedRequest) -> None:
-        with self._lock:
+        with self._changed:
             self._in_flight -= 1
+            self._changed.notify_all()
+
+    def _wait_if_held(self, record: RecordedRequest) -> None:
+        with self._changed:
+            if self._hold_from is None or record.seq < self._hold_from:
+                return
+            record.held = True
+            self._held += 1
+            self._changed.notify_all()
+            self._changed.wait_for(lambda: self._hold_from is None or self._stopping.is_set())
+            self._held -= 1
+            self._changed.notify_all()
 
     def _track(self, connection: socket.socket, *, opened: bool) -> None:
         with self._lock:
@@ -519,16 +757,9 @@ class FakeOpenAIServer:
         if seconds > 0:
             self._stopping.wait(seconds)
 
-    def _refusal(self, record: RecordedRequest, authorization: str | None) -> Refusal | None:
-        """Why a request is refused, checked in a real server's order, or None."""
+    def _refusal(self, record: RecordedRequest) -> Refusal | None:
+        """Why an authorized request is refused, checked in a real server's order, or None."""
         body, endpoint = record.body or {}, record.endpoint
-        if endpoint is None:
-            return 404, "unknown_url", f"Unknown request URL: {record.path}", "unknown_url", None
-        if self.api_key is not None and authorization != f"Bearer {self.api_key}":
-            # Like OpenAI, echo a masked version of the key that was sent.
-            sent = (authorization or "").removeprefix("Bearer ")
-            message = f"Incorrect API key provided: {sent[:3]}***{sent[-4:]}."
-            return 401, "auth", message, "invalid_api_key", None
         if endpoint == "models":
             return None
         model, needed, n = (

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +21,16 @@ import pytest
 from rtdemo.errors import UserError
 from rtdemo.teachers.base import TeacherError, answer_prompt, rationale_prompt
 from rtdemo.teachers.openai_compat import ANSWER_SYSTEM_MESSAGE, OpenAITeacher, parse_retry_after
-from tests.fakes.openai_server import FakeOpenAIServer, Faults, coin_flip_responder, limit_words
+from tests.fakes.openai_server import (
+    FakeOpenAIServer,
+    Faults,
+    coin_flip_responder,
+    count_tokens,
+    default_responder,
+    limit_tokens,
+    prompt_tokens,
+    tokenize,
+)
 
 KEY = "sk-test-0123456789"
 MODEL = "teacher-1"
@@ -171,8 +181,9 @@ def test_a_coin_flip_teacher_answers_through_both_calls(server, mode):
 
 def test_truncation_to_max_tokens_is_finish_length(server):
     [c] = run(make_teacher(server), rationale(max_tokens=3))
-    assert c.finish_reason == "length" and len(c.text.split()) == 3
+    assert c.finish_reason == "length" and count_tokens(c.text) == 3
     assert c.completion_tokens == 3
+    assert c.text == "".join(tokenize(default_responder({"prompt": "Q: x"}, "chat"))[:3])
 
 
 def test_usage_of_n_completions_prompt_on_the_first_completion_tokens_split(server):
@@ -184,7 +195,10 @@ def test_usage_of_n_completions_prompt_on_the_first_completion_tokens_split(serv
         " one two three",
         " one two three four five six",
     ]
-    assert [c.prompt_tokens for c in completions] == [5, 0, 0]
+    # The prompt's 5 tokens, 4 for its message's framing, 3 to prime the reply (OpenAI's chat
+    # overhead), all on the first completion.
+    assert [c.prompt_tokens for c in completions] == [5 + 4 + 3, 0, 0]
+    assert prompt_tokens(server.bodies()[0]) == 12
     # 10 completion tokens for the request, split evenly; the remainder goes to the first.
     assert [c.completion_tokens for c in completions] == [4, 3, 3]
 
@@ -306,12 +320,14 @@ def test_stream_with_a_wrong_key_is_auth(server):
     assert info.value.kind == "auth"
 
 
-def test_slow_reply_beyond_the_timeout_is_timeout(server):
-    server.faults = Faults(schedule=["slow"], slow_seconds=3.0)
-    started = time.monotonic()
+def test_a_reply_that_never_comes_is_a_timeout(server):
+    server.hold()  # the server keeps the request and never answers until released
     err = failure(make_teacher(server, timeout=0.3), rationale())
     assert err.kind == "timeout" and err.retryable and "0.3 s" in str(err)
-    assert time.monotonic() - started < 2.5 and server.requests_total == 1
+    # The client gave up on its own: the request is still held at the server, unanswered.
+    assert server.held == 1 and server.requests_total == 1
+    assert server.requests[0].status is None
+    server.release()
 
 
 def test_a_closed_port_is_one_fast_connection_error():
@@ -319,10 +335,9 @@ def test_a_closed_port_is_one_fast_connection_error():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     base_url = f"http://127.0.0.1:{port}/v1"
-    started = time.monotonic()
-    err = failure(OpenAITeacher(MODEL, base_url=base_url, api_key=KEY, timeout=5.0), rationale())
+    # A long timeout: a refused connection must be reported as one, not waited out as a timeout.
+    err = failure(OpenAITeacher(MODEL, base_url=base_url, api_key=KEY, timeout=600), rationale())
     assert err.kind == "connection" and base_url in str(err)
-    assert time.monotonic() - started < 2.0
 
 
 def test_a_redirect_is_not_followed_and_says_where_it_pointed(server):
@@ -411,15 +426,18 @@ def test_counters_record_every_request_and_reset(server):
 
 
 def test_max_in_flight_sees_concurrent_requests(server):
-    server.latency = 0.5
+    # Every request is held until four are held at once: only a client that really sends them
+    # concurrently gets them released by this thread (else the guard releases them, too late).
+    server.hold()
+    releaser = threading.Thread(target=lambda: (server.wait_held(4), server.release()))
+    releaser.start()
 
     async def four(t):
         return await asyncio.gather(*(rationale()(t) for _ in range(4)))
 
-    started = time.monotonic()
     assert len(run(make_teacher(server), four)) == 4
-    assert server.max_in_flight == 4
-    assert time.monotonic() - started < 1.5  # served concurrently, not one after another
+    releaser.join()
+    assert server.max_in_flight == 4 and all(r.held for r in server.requests)
 
 
 def test_a_stopped_server_refuses_even_kept_alive_connections(server):
@@ -432,6 +450,117 @@ def test_a_stopped_server_refuses_even_kept_alive_connections(server):
     assert err.kind == "connection" and server.requests_total == 1
 
 
-def test_limit_words_keeps_spacing():
-    assert limit_words(" a  b\nc d", 3) == (" a  b\nc", True)
-    assert limit_words(" a b", 5) == (" a b", False)
+def test_tokens_are_lossless_and_close_to_four_characters():
+    text = "Q: Ada flips the coin.\n\nA: Let's think -- 12,345.67 flips_total  reversed?"
+    tokens = tokenize(text)
+    assert "".join(tokens) == text and all(1 <= len(t) <= 7 for t in tokens)
+    assert tokens[:6] == ["Q", ":", " Ada", " flips", " the", " coin"]
+    assert limit_tokens(" a  b\nc d", 3) == (" a  b", True)
+    assert limit_tokens(" a b", 5) == (" a b", False)
+    # English prose at about four characters a token, as rtdemo's estimates assume.
+    prompt = rationale_prompt(QUESTION)
+    assert len(prompt) / 4.6 < count_tokens(prompt) < len(prompt) / 3.2
+
+
+def test_a_bad_key_is_refused_before_any_fault_and_takes_none(server):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    server.faults = Faults(schedule=["rate_limit", "drop", "server_error"])
+    for _ in range(3):
+        status, error = _post(server, body, key="sk-wrong-wrong-wrong")
+        assert status == 401 and error["error"]["code"] == "invalid_api_key"
+    assert server.faults_injected == {} and server.by_outcome == {"auth": 3}
+    assert _post(server, body)[0] == 429  # the schedule starts with the first authorized request
+
+
+def test_n_choices_are_distinct_and_restored_to_their_index_when_shuffled(server):
+    server.shuffle_choices = True
+    prompt = rationale_prompt(QUESTION)
+    status, reply = _post(
+        server, {"model": MODEL, "messages": [{"role": "user", "content": prompt}], "n": 5}
+    )
+    indexes = [c["index"] for c in reply["choices"]]
+    assert status == 200 and sorted(indexes) == list(range(5)) and indexes != list(range(5))
+    texts = {c["index"]: c["message"]["content"] for c in reply["choices"]}
+    assert len(set(texts.values())) == 5
+    body = {"messages": [{"role": "user", "content": prompt}]}
+    assert texts == {i: default_responder(body, "chat", choice=i) for i in range(5)}
+    # The teacher puts each choice at its index, whatever order the server lists them in.
+    server.responder = coin_flip_responder
+    completions = run(make_teacher(server), rationale(n=5, prompt=prompt))
+    assert [c.text for c in completions] == [
+        coin_flip_responder(body, "chat", choice=i) for i in range(5)
+    ]
+
+
+def _sse_events(server: FakeOpenAIServer, body: dict) -> list[dict]:
+    request = urllib.request.Request(
+        f"{server.base_url}/chat/completions",
+        data=json.dumps({"model": MODEL, "stream": True, **body}).encode(),
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        lines = response.read().decode().split("\n\n")
+    assert lines[-2] == "data: [DONE]"
+    return [json.loads(line.removeprefix("data: ")) for line in lines[:-2]]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_streamed_choices_start_with_a_role_chunk_and_interleave(server, shuffle):
+    server.shuffle_choices = shuffle
+    messages = [{"role": "user", "content": rationale_prompt(QUESTION)}]
+    events = _sse_events(
+        server, {"messages": messages, "n": 3, "stream_options": {"include_usage": True}}
+    )
+    *chunks, last = events
+    assert last["choices"] == [] and last["usage"] == server.requests[0].usage
+    by_index: dict[int, list[dict]] = {}
+    order = []
+    for chunk in chunks:
+        [choice] = chunk["choices"]
+        by_index.setdefault(choice["index"], []).append(choice)
+        order.append(choice["index"])
+    texts = {}
+    for index, choices in by_index.items():
+        assert choices[0]["delta"] == {"role": "assistant", "content": ""}
+        assert choices[-1]["delta"] == {} and choices[-1]["finish_reason"] == "stop"
+        assert all(c["finish_reason"] is None for c in choices[:-1])
+        texts[index] = "".join(c["delta"]["content"] for c in choices[1:-1])
+    assert texts == {i: default_responder({"messages": messages}, "chat", i) for i in range(3)}
+    grouped = sorted(order, key=order.index)  # the same indexes, each choice's chunks together
+    assert order != grouped, "the choices' chunks should interleave"
+    assert last["usage"]["completion_tokens"] == sum(count_tokens(t) for t in texts.values())
+
+
+def test_the_sdk_reassembles_interleaved_shuffled_streams_by_index(server):
+    import openai
+
+    server.shuffle_choices = True
+    client = openai.OpenAI(api_key=KEY, base_url=server.base_url, max_retries=0)
+    messages = [{"role": "user", "content": rationale_prompt(QUESTION)}]
+    texts: dict[int, str] = {}
+    with client.chat.completions.create(model=MODEL, messages=messages, n=4, stream=True) as stream:
+        for chunk in stream:
+            for choice in chunk.choices:
+                texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+    client.close()
+    assert texts == {i: default_responder({"messages": messages}, "chat", i) for i in range(4)}
+
+
+def test_reported_usage_is_close_to_what_rtdemo_estimates(server):
+    """Prompt tokens near rtdemo's 4 characters a token, and below generation's worst case
+    (2 characters a token + 10), call 2's system message and chat framing included."""
+    from rtdemo.generation.pricing import CHARS_PER_TOKEN
+
+    server.responder = coin_flip_responder
+    prompt = rationale_prompt(QUESTION)
+
+    async def two_calls(t):
+        [r] = await t.rationale(prompt, n=1, temperature=0.7, max_tokens=128)
+        return r, await t.answer(answer_prompt(prompt, r.text), max_tokens=128)
+
+    r, a = run(make_teacher(server), two_calls)
+    estimate = len(prompt) / CHARS_PER_TOKEN
+    assert 0.8 * estimate < r.prompt_tokens < 1.3 * estimate
+    assert r.prompt_tokens < a.prompt_tokens < len(prompt) // 2 + 10 + r.completion_tokens
+    assert r.completion_tokens == count_tokens(r.text)
+    assert a.completion_tokens == count_tokens(" no.") == 2

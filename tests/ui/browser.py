@@ -30,50 +30,91 @@ ARTIFACTS = REPO / "test-artifacts" / "browser"
 expect.set_options(timeout=30_000)
 
 
+#: Tries to start the app when it exits because it found no free port.
+PORT_ATTEMPTS = 5
+PORT_TAKEN = ("Cannot find empty port", "Address already in use", "address already in use")
+#: What Gradio prints once its server runs, with the port it actually bound.
+RUNNING = re.compile(r"Running on local URL:\s+(http://127\.0\.0\.1:\d+)")
+
+
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
+    """A TCP port on 127.0.0.1 that was free a moment ago (another process may take it before
+    it is used; `app_server` copes)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-@contextmanager
-def app_server(workspace: Path, **env: str) -> Iterator[str]:
-    """`python app.py` on a free port with its data in `workspace`; yields its URL."""
-    port = free_port()
-    full_env = {
-        **os.environ,
-        "RTDEMO_HOME": str(workspace),
-        "GRADIO_SERVER_NAME": "127.0.0.1",
-        "GRADIO_SERVER_PORT": str(port),
-        "RTDEMO_JOB_HEARTBEAT_S": "0.5",
-        **env,
-    }
-    log_path = workspace.parent / f"app-{port}.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=REPO, env=full_env, stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
+def _wait_started(proc: subprocess.Popen, log_path: Path) -> str | None:
+    """This app's URL once it says where it runs and the URL answers; None if it exited because
+    it found no free port; RuntimeError for any other failure to start."""
+    deadline = time.monotonic() + 120
+    while True:
+        log = log_path.read_text(errors="replace")
+        if proc.poll() is not None:
+            if any(reason in log for reason in PORT_TAKEN):
+                return None
+            raise RuntimeError(f"app.py did not start: {log}")
+        if match := RUNNING.search(log):  # the port this app bound, not the one asked for
+            url = match.group(1) + "/"
             try:
                 urllib.request.urlopen(url, timeout=2)
-                break
+                return url
             except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"app.py did not start: {log_path.read_text()}") from None
-                time.sleep(0.3)
+                pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"app.py did not start: {log}")
+        time.sleep(0.3)
+
+
+@contextmanager
+def app_server(workspace: Path, **env: str) -> Iterator[str]:
+    """`python app.py` on a free port with its data in `workspace`; yields its URL.
+
+    The port asked for may be taken by another process before the app binds it: Gradio then
+    binds the next free one (it tries a range), so the URL is read from what the app says it
+    runs on. If it finds none and exits, it is started again on another port."""
+    for attempt in range(PORT_ATTEMPTS):
+        port = free_port()
+        full_env = {
+            **os.environ,
+            "RTDEMO_HOME": str(workspace),
+            "GRADIO_SERVER_NAME": "127.0.0.1",
+            "GRADIO_SERVER_PORT": str(port),
+            "RTDEMO_JOB_HEARTBEAT_S": "0.5",
+            "PYTHONUNBUFFERED": "1",  # "Running on local URL" reaches the log at once
+            **env,
+        }
+        log_path = workspace.parent / f"app-{port}-{attempt}.log"
+        log = open(log_path, "wb")  # noqa: SIM115 - closed by _stop
+        proc = subprocess.Popen(
+            [sys.executable, "app.py"], cwd=REPO, env=full_env, stdout=log, stderr=log
+        )
+        try:
+            url = _wait_started(proc, log_path)
+        except BaseException:
+            _stop(proc, log, workspace)
+            raise
+        if url is not None:
+            break
+        _stop(proc, log, workspace)  # no free port found: try again
+    else:
+        raise RuntimeError(f"app.py found no free port {PORT_ATTEMPTS} times")
+    try:
         yield url
     finally:
-        kill_job_processes(workspace)  # they outlive the app by design
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        _stop(proc, log, workspace)
+
+
+def _stop(proc: subprocess.Popen, log, workspace: Path) -> None:
+    kill_job_processes(workspace)  # they outlive the app by design
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
 
 
 def chromium_path() -> str:

@@ -223,7 +223,19 @@ def _running_job(ctx: AppContext, kind: str = "train") -> int:
         ).lastrowid
 
 
+def test_with_a_gpu_the_student_does_not_wait_for_torch_jobs(ui_ctx, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    _running_job(ui_ctx, "train")
+    assert torch_job_waiting(ui_ctx) is None
+
+
 def test_the_student_waits_for_a_running_torch_job(ui_ctx, owner, trained, monkeypatch):
+    import torch
+
+    # The CPU rule (one torch workload at a time), whatever this machine has.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(chat_student, "WAIT_POLL_S", 0.05)
     assert torch_job_waiting(ui_ctx) is None
     job = _running_job(ui_ctx, "train")

@@ -20,7 +20,6 @@ from rtdemo.errors import UserError
 from rtdemo.generation.request import generation_plan
 from rtdemo.generation.samples import load_samples
 from rtdemo.hosting.quotas import Quotas
-from rtdemo.jobs.files import last_progress
 from rtdemo.jobs.records import Job
 from rtdemo.jobs.runner import cancel_job
 from rtdemo.ui.experiments import TaskChoice, create_experiment
@@ -189,12 +188,15 @@ def test_on_a_public_space_teachers_on_the_servers_network_or_disk_are_refused(
 
 def test_cancel_resume_owners_and_the_key_stays_off_disk(ui_ctx, owner, letters_experiment):
     key = fresh_key()
-    with FakeOpenAIServer(api_key=key, latency=0.1) as server:
+    with FakeOpenAIServer(api_key=key) as server:
+        # Two samples (four calls) are answered, then the fifth request is held: the cancel
+        # below surely lands mid-run, whatever the machine's speed.
+        server.hold(after=4)
         choice = TeacherChoice("openai", server.base_url, "fake-model", concurrency=1)
         start_generation(ui_ctx, owner, "letters", choice, key)
         job = wait_for(lambda: latest(ui_ctx, owner), what="the job")
         assert key not in " ".join(job.argv) and job.env_names == ["OPENAI_API_KEY"]
-        wait_for(lambda: (last_progress(job) or {}).get("done", 0) >= 2, what="progress")
+        assert server.wait_held(1, timeout=120), "the fifth request never arrived"
 
         # Another owner sees nothing and cancels nothing, even with an experiment of that name.
         with pytest.raises(UserError, match="no experiment named 'letters'"):
@@ -209,9 +211,10 @@ def test_cancel_resume_owners_and_the_key_stays_off_disk(ui_ctx, owner, letters_
             cancel_generation(ui_ctx, OTHER, "letters")
 
         assert "Cancel requested" in cancel_generation(ui_ctx, owner, "letters")
+        server.release()  # the held call finishes; nothing new is sent after the cancel
         assert wait_ended(ui_ctx, owner).status == "cancelled"
         stopped = len(samples_of(ui_ctx, owner))
-        assert 0 < stopped < 28
+        assert 2 <= stopped <= 3 and server.requests_total == 5
         shown = generation_status(ui_ctx, owner, "letters")[0]
         assert "**cancelled**" in shown and "Every finished sample is kept" in shown
         with pytest.raises(UserError, match="type the API key again"):
