@@ -92,7 +92,7 @@ def test_reviews_apply_on_top_and_edits_keep_the_original(generated):
 
 def test_first_sample_per_question_for_a_d1_run(generated):
     store, exp, _ = generated
-    assert {c.sample.sample_index for c in curate(store, exp, samples_per_question=1)} == {0}
+    assert {c.sample.sample_index for c in curate(store, exp, diverse_samples=1)} == {0}
 
 
 def test_export_both_formats_is_a_valid_prompt_completion_dataset(generated, tmp_path):

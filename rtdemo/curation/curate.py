@@ -66,7 +66,7 @@ def curate(
     experiment: Experiment,
     *,
     filter_answers: bool = True,
-    samples_per_question: int | None = None,
+    diverse_samples: int | None = None,
     split: str | None = "train",
     key: SampleKey | None = None,
 ) -> list[Curated]:
@@ -87,7 +87,7 @@ def curate(
     for s in load_samples(store, experiment.id, key, split=split):
         if s.status != "done":
             continue
-        if samples_per_question is not None and s.sample_index >= samples_per_question:
+        if diverse_samples is not None and s.sample_index >= diverse_samples:
             continue
         q = questions.get((s.split, s.idx))
         if q is None:
@@ -131,7 +131,7 @@ def training_records(
             store,
             exp,
             filter_answers=run_cfg.filter_answers,
-            samples_per_question=run_cfg.diverse_samples,
+            diverse_samples=run_cfg.diverse_samples,
             key=key,
         )
         if c.kept and (c.sample.split, c.sample.idx) in ids

@@ -126,7 +126,7 @@ def _teachers(
 
 
 def _curated(store: Store, experiment: Experiment, filt: bool, d: int | None) -> list[Curated]:
-    return curate(store, experiment, filter_answers=filt, samples_per_question=d, split="train")
+    return curate(store, experiment, filter_answers=filt, diverse_samples=d, split="train")
 
 
 def _run_filter(store: Store, experiment: Experiment, run: StudentRun) -> bool | None:

@@ -46,7 +46,7 @@ class TrainForm:
     epochs: float = 20
     batch_size: int = RECIPE_DEFAULTS["tiny"][0]
     learning_rate: float = RECIPE_DEFAULTS["tiny"][1]
-    samples_per_question: int = 1
+    diverse_samples: int = 1
     filter_answers: bool = True
 
     @classmethod
@@ -64,7 +64,7 @@ class TrainForm:
             epochs=float(form.epochs or 0),
             batch_size=int(form.batch_size or 0),
             learning_rate=float(form.learning_rate or 0),
-            samples_per_question=int(form.samples_per_question or 1),
+            diverse_samples=int(form.diverse_samples or 1),
             filter_answers=bool(form.filter_answers),
         )
 
@@ -74,7 +74,7 @@ class TrainForm:
             raise UserError(f"format must be one of {', '.join(FORMATS)}")
         if self.max_steps < 0:
             raise UserError("Max steps must be 0 (train for Epochs instead) or more")
-        if self.samples_per_question < 1:
+        if self.diverse_samples < 1:
             raise UserError("Samples per question (D) must be 1 or more: the first D of each")
         fmts = FORMATS[self.formats]
         if not self.run_name:
@@ -106,7 +106,7 @@ class TrainForm:
             format=fmt,  # type: ignore[arg-type]
             student=self.student,
             recipe=self.recipe,
-            diverse_samples=self.samples_per_question,
+            diverse_samples=self.diverse_samples,
             filter_answers=self.filter_answers,
             overrides=self.overrides(),
         )
@@ -186,7 +186,7 @@ def start_training(
     if not questions:
         raise UserError(f"experiment {exp.name} has no training questions")
     for _, fmt in runs:  # a cot run keeps at most D samples per question
-        d = form.samples_per_question if fmt == "cot" else 1
+        d = form.diverse_samples if fmt == "cot" else 1
         ctx.quotas.check_steps(owner, planned_steps(form, questions * d))
     ctx.quotas.check_running(owner, active + len(runs) - 1)  # "both" needs two places
     command = train_command(exp.name, form)

@@ -85,7 +85,7 @@ def _layout() -> _Tab:
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=lr,
-        samples_per_question=d,
+        diverse_samples=d,
         filter_answers=keep,
     )
     with gr.Row():

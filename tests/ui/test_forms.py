@@ -21,7 +21,7 @@ TRAIN_FIELDS = [
     "epochs",
     "batch_size",
     "learning_rate",
-    "samples_per_question",
+    "diverse_samples",
     "filter_answers",
 ]
 
@@ -43,7 +43,7 @@ def test_the_form_is_built_by_field_name_whatever_the_component_order():
         "learning_rate": 0.01,
         "max_steps": 50.0,
         "student": " gpt2 ",
-        "samples_per_question": 2.0,
+        "diverse_samples": 2.0,
         "recipe": "paper",
         "method": "lora",
         "formats": "vanilla baseline",
@@ -60,7 +60,7 @@ def test_the_form_is_built_by_field_name_whatever_the_component_order():
         epochs=3.0,
         batch_size=4,
         learning_rate=0.01,
-        samples_per_question=2,
+        diverse_samples=2,
         filter_answers=False,
     )
 

@@ -90,10 +90,10 @@ def test_the_form_names_runs_and_builds_the_command_the_cli_runs():
     assert TrainForm(run_name="base", formats="vanilla baseline").runs() == [("base", "vanilla")]
     assert train_command("letters", TrainForm(formats="vanilla baseline")) == (
         "rtdemo train --experiment letters --run vanilla --format vanilla --student tiny "
-        "--recipe tiny --method full --batch-size 16 --lr 0.003 --max-steps 200"
+        "--recipe tiny --method full --batch-size 16 --learning-rate 0.003 --max-steps 200"
     )
     epochs = train_command("letters", TrainForm(formats="Fine-tune-CoT", max_steps=0, epochs=3))
-    assert "--epochs 3 --samples-per-question 1" in epochs and "--max-steps" not in epochs
+    assert "--epochs 3 --diverse-samples 1" in epochs and "--max-steps" not in epochs
     assert "--no-filter" in train_command("x", TrainForm(filter_answers=False))
     # A run name becomes a folder: nothing that could leave it.
     for bad in ("../up", "a b", "teacher"):
