@@ -1,9 +1,9 @@
 """The Publish tab's handlers on real background push jobs, against the fake Hub on 127.0.0.1.
 
-The workspace is built once (tests/test_hub_push.py's `build_workspace`: rationales, reviews and
-three tiny students trained for 3 steps and evaluated) and copied for each test. Push jobs are
-subprocesses: they get the Hub's address from the app (`HF_ENDPOINT` → `--endpoint`) and the token
-through their environment only.
+The workspace is built once (tests/publishing/test_hub_push.py's `build_workspace`: rationales,
+reviews and three tiny students trained for 3 steps and evaluated) and copied for each test. Push
+jobs are subprocesses: they get the Hub's address from the app (`HF_ENDPOINT` → `--endpoint`) and
+the token through their environment only.
 
     .venv/bin/python -m pytest tests/ui/test_publish_tab.py
 """
@@ -35,7 +35,7 @@ from rtdemo.ui.publish_actions import (
 )
 from rtdemo.ui.session import AppContext
 from tests.fakes.hub_server import HUB_ENDPOINTS, TOKEN, FakeHubServer
-from tests.test_hub_push import (
+from tests.publishing.test_hub_push import (
     PUBLISHED,
     build_workspace,
     evaluated_again,

@@ -41,7 +41,7 @@ from rtdemo.jobs.runner import (
 from rtdemo.workspace.store import Store, workspace_path
 from tests.helpers import kill_job_processes, wait_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KEY = "RTDEMO_TEST_KEY"
 #: Steps of a job that must still be running when the test acts on it (cancels it, say): at 0.1 s
 #: a step, it would take over 15 minutes to end by itself, however slow the machine is.

@@ -22,7 +22,7 @@ from tests.fakes.openai_server import FakeOpenAIServer, Faults, coin_flip_respon
 
 KEY = "sk-test-key"
 COIN = TASKS["coin_flip"].answer
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

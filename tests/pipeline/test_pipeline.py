@@ -5,7 +5,7 @@ teacher, 30 synthetic training and 10 test questions, the tiny student trained 3
 (vanilla and Fine-tune-CoT). Also unit tests of when the paper's figures are comparable and of
 the Markdown results table.
 
-    .venv/bin/python -m pytest tests/test_pipeline.py
+    .venv/bin/python -m pytest tests/pipeline/test_pipeline.py
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from rtdemo.pipeline.run import _paper_source, check_recipe
 from rtdemo.training.recipes import settings_for
 from rtdemo.workspace.store import Store
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 METRICS = ("accuracy", "contains_answer", "correct_format", "complete")
 
 RECIPE = """\

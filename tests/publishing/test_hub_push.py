@@ -6,7 +6,7 @@ steps (Fine-tune-CoT full, vanilla full, Fine-tune-CoT LoRA), each evaluated on 
 What arrives on the fake Hub is loaded back with transformers, peft and datasets and compared with
 the student's own evaluation and the curated rows.
 
-    .venv/bin/python -m pytest tests/test_hub_push.py
+    .venv/bin/python -m pytest tests/publishing/test_hub_push.py
 """
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ def test_rtdemo_pipeline_refuses_a_malformed_recipe_with_exit_status_2(run_cli, 
 
 def test_every_shipped_recipe_still_loads_with_its_keys():
 
-    configs = Path(__file__).resolve().parents[1] / "configs"
+    configs = Path(__file__).resolve().parents[2] / "configs"
     for path in configs.glob("*.yaml"):
         if path.name != "prices.yaml":
             config = load_config(path)

@@ -9,7 +9,7 @@ import pytest
 from rtdemo.errors import UserError
 from rtdemo.pipeline.recipe import load_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize(
@@ -21,7 +21,7 @@ def test_every_recipe_loads(path):
 
 
 def test_demo_recipe_is_the_offline_one():
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
     assert config.teacher.kind == "builtin" and config.task.source == "synthetic"
     assert {r.format for r in config.runs} == {"cot", "vanilla"}
     assert all(r.student == "tiny" for r in config.runs)

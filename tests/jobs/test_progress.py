@@ -1,6 +1,6 @@
 """Progress for people: one line per record (CLI, job logs, tabs) and one throttle.
 
-.venv/bin/python -m pytest tests/test_progress.py
+.venv/bin/python -m pytest tests/jobs/test_progress.py
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ in the test's workspace ($RTDEMO_HOME) and trains the tiny offline student for a
 torch workload at a time: the test process only waits, and the job queue keeps training jobs
 apart. Children use one torch thread (OMP_NUM_THREADS=1) and beat every 0.2 s.
 
-    .venv/bin/python -m pytest tests/test_train_cli.py -m slow
+    .venv/bin/python -m pytest tests/training/test_train_cli.py -m slow
 """
 
 from __future__ import annotations

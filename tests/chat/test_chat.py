@@ -4,7 +4,7 @@ rule's waiting, the student cache, and votes saved with their exchange (owners k
 Students are the untrained tiny student (random weights, about 0.9M parameters): enough to
 stream tokens; one torch thread.
 
-    .venv/bin/python -m pytest tests/test_chat.py
+    .venv/bin/python -m pytest tests/chat/test_chat.py
 """
 
 from __future__ import annotations
