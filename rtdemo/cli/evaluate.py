@@ -15,17 +15,19 @@ from pathlib import Path
 
 from rtdemo.cli.common import add_workspace_flag
 from rtdemo.cli.jobs import add_job_id_flag
+from rtdemo.evaluation.evaluate import evaluate, save_eval
 from rtdemo.evaluation.request import EvalRequest, evaluation_plan, prepare_evaluation
+from rtdemo.jobs.context import job_context
 from rtdemo.jobs.plan import start_plan
+from rtdemo.pipeline.recipe import load_config
+from rtdemo.pipeline.run import run_pipeline
+from rtdemo.tasks import get_task
+from rtdemo.training.runs import save_evaluation
 from rtdemo.workspace.store import Store, workspace_path
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a trained student run on the test split with the paper's answer cleansing."""
-    from rtdemo.evaluation.evaluate import evaluate, save_eval
-    from rtdemo.jobs.context import job_context
-    from rtdemo.tasks import get_task
-    from rtdemo.training.runs import save_evaluation
 
     request = EvalRequest(
         args.experiment, args.run, args.split, args.batch_size, args.max_total_length
@@ -74,8 +76,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
     """Run a whole recipe: generate, filter, train every run, evaluate, write results."""
-    from rtdemo.pipeline.recipe import load_config
-    from rtdemo.pipeline.run import run_pipeline
 
     config = load_config(args.config)
     workspace = workspace_path(args.workspace)

@@ -35,6 +35,7 @@ from rtdemo.generation.request import (
     plan_estimate,
 )
 from rtdemo.generation.run import RunStats, run_generation
+from rtdemo.jobs.context import job_context
 from rtdemo.jobs.plan import start_plan
 from rtdemo.jobs.progress import Throttle, is_last, progress_printer
 from rtdemo.workspace.store import Experiment, Store, workspace_path
@@ -84,6 +85,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if not as_job:
             print(f"teacher: {teacher.info.label or teacher.info.model}")
             print(plan_estimate(store, exp, teacher, settings, questions, price).describe())
+        with job_context(store.workspace, args.job_id) as ctx:  # a no-op in the foreground
             stats = run_generation(
                 store,
                 exp,
@@ -92,25 +94,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 questions,
                 answer,
                 price,
-                on_progress=_printer(),
-            )
-            print(file=sys.stderr)
-            return _summary(store, exp, stats, args)
-        from rtdemo.jobs.context import job_context
-
-        with job_context(store.workspace, args.job_id) as ctx:
-            stats = run_generation(
-                store,
-                exp,
-                teacher,
-                settings,
-                questions,
-                answer,
-                price,
-                on_progress=_throttled(ctx.progress),
+                on_progress=_throttled(ctx.progress) if as_job else _printer(),
                 should_stop=ctx.cancelled,
             )
-            ctx.progress(**stats.progress())
+            if as_job:
+                ctx.progress(**stats.progress())
+            else:
+                print(file=sys.stderr)
             return _summary(store, exp, stats, args)
 
 

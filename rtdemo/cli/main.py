@@ -18,14 +18,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rtdemo import __version__
+from rtdemo.cli import evaluate, export, generate, push, train
 from rtdemo.cli import jobs as jobs_commands
 from rtdemo.cli.common import add_source_flags, add_workspace_flag, source_options
+from rtdemo.curation.curate import curate, question_yield
 from rtdemo.errors import UserError
 from rtdemo.tasks import TASKS, SourceOptions, get_task, load_examples, source_status
 from rtdemo.tasks.cleansing import OUTPUT_FORMATS
 from rtdemo.tasks.scoring import score_file
 from rtdemo.tasks.types import SPLITS
 from rtdemo.validation import Parser
+from rtdemo.workspace.store import Store, workspace_path
 
 
 def _task_record(key: str, options: SourceOptions) -> dict:
@@ -116,7 +119,6 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_experiments(args: argparse.Namespace) -> int:
     """Create or list experiments in the workspace."""
-    from rtdemo.workspace.store import Store, workspace_path
 
     with Store(workspace_path(args.workspace)) as store:
         if args.experiments_command == "create":
@@ -157,7 +159,6 @@ def cmd_experiments(args: argparse.Namespace) -> int:
 
 def _show_experiment(store, args: argparse.Namespace) -> int:
     """Teacher accuracy and per-question yield: what to look at before training."""
-    from rtdemo.curation.curate import curate, question_yield
 
     exp = store.get_experiment(args.name)
     y = question_yield(store, exp, args.split)
@@ -246,8 +247,6 @@ def build_parser() -> argparse.ArgumentParser:
     show_exp.add_argument("--json", action="store_true", help="one JSON object")
     for sub in (create, listing, show_exp):
         add_workspace_flag(sub)
-    from rtdemo.cli import evaluate, export, generate, push, train
-
     generate.register(commands)
     export.register(commands)
     train.register(commands)

@@ -22,12 +22,14 @@ import os
 from pathlib import Path
 
 from rtdemo.cli.jobs import add_job_id_flag
+from rtdemo.jobs.context import job_context
 from rtdemo.jobs.plan import start_plan
 from rtdemo.publishing.push import (
     WHATS,
     PushRequest,
     prepare,
     publish_folder,
+    push,
     resolve_endpoint,
 )
 from rtdemo.publishing.request import (
@@ -76,7 +78,6 @@ def _print_targets(targets, header: str) -> None:
 
 def cmd_push(args: argparse.Namespace) -> int:
     """Publish (or, with --dry-run, prepare) the student and/or the rationale dataset."""
-    from rtdemo.jobs.context import job_context
 
     request = request_of(args)
     with Store(workspace_path(args.workspace)) as store:
@@ -103,8 +104,6 @@ def cmd_push(args: argparse.Namespace) -> int:
                 ctx.progress(done=1, total=1, phase="done")
                 _print_targets(prepared, f"dry run: the files a push would upload, in {folder}")
             else:
-                from rtdemo.publishing.push import push
-
                 pushed = push(
                     store, exp, request, token, log=ctx.log, progress=ctx.progress,
                     cancelled=ctx.cancelled,

@@ -20,15 +20,20 @@ from rtdemo.cli.common import add_workspace_flag
 from rtdemo.cli.jobs import add_job_id_flag
 from rtdemo.cli.train_progress import job_progress, printer
 from rtdemo.errors import UserError
+from rtdemo.jobs.context import job_context
+from rtdemo.jobs.files import PROGRESS_NAME
 from rtdemo.jobs.plan import start_plan
 from rtdemo.pipeline.recipe import RunConfig
+from rtdemo.training import launch
 from rtdemo.training.request import (
     TrainRequest,
     check_processes,
     prepare_training,
     training_plan,
 )
-from rtdemo.training.settings import TrainSettings
+from rtdemo.training.runs import create_run, finish_run, run_folder
+from rtdemo.training.settings import RESULT_NAME, TrainResult, TrainSettings
+from rtdemo.training.trainer import train
 from rtdemo.validation import add_flags
 from rtdemo.workspace.store import Store, workspace_path
 
@@ -60,10 +65,6 @@ def request_of(args: argparse.Namespace) -> TrainRequest:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Fine-tune a student on an experiment's curated set (or its gold answers, vanilla)."""
-    from rtdemo.jobs.context import job_context
-    from rtdemo.training import launch
-    from rtdemo.training.runs import create_run, finish_run
-    from rtdemo.training.trainer import train
 
     if launch.in_launched_process():
         return _train_worker(args)
@@ -127,13 +128,8 @@ def _train_launched(args: argparse.Namespace, store: Store, output_dir: Path, pr
     cancel)."""
     import json
 
-    from rtdemo.training import launch
-    from rtdemo.training.settings import RESULT_NAME, TrainResult
-
     progress_file = None
     if args.job_id is not None:
-        from rtdemo.jobs.files import PROGRESS_NAME
-
         progress_file = ctx.run_dir / PROGRESS_NAME
     print(f"training in {processes} data-parallel processes (torchrun)", flush=True)
     argv = launch.worker_argv(args.argv, store.workspace)
@@ -156,10 +152,6 @@ def _train_worker(args: argparse.Namespace) -> int:
     launching process records the run as trained.
     """
     import dataclasses
-
-    from rtdemo.training import launch
-    from rtdemo.training.runs import run_folder
-    from rtdemo.training.trainer import train
 
     launch.exit_with_launcher()
     world, rank = launch.world_size(), launch.rank()

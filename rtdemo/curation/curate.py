@@ -101,7 +101,8 @@ def curate(
 
 
 class RunData(Protocol):
-    """What a student run's training data depends on (a `pipeline.recipe.RunConfig` has it)."""
+    """What a student run's training data depends on (a recipe's `RunConfig` and a `TrainRequest`
+    have it)."""
 
     @property
     def format(self) -> TrainFormat: ...

@@ -16,9 +16,11 @@ from pathlib import Path
 from rtdemo.evaluation.paper_results import paper_figure
 from rtdemo.generation.run import GenerationSettings
 from rtdemo.generation.samples import SampleKey, load_samples
+from rtdemo.tasks import TASKS
 from rtdemo.tasks.cleansing import judge, metrics
 from rtdemo.tasks.types import AnswerFormat
 from rtdemo.teachers.base import TeacherInfo
+from rtdemo.training.runs import latest_evaluations, list_runs
 from rtdemo.workspace.store import Experiment, Store
 
 
@@ -150,7 +152,6 @@ def paper_source(store: Store, experiment: Experiment, test_only: bool = False) 
     The paper's figures compare only with its data and split (METHOD.md): a limited or synthetic
     snapshot, or another source, compares with no cell.
     """
-    from rtdemo.tasks import TASKS
 
     if experiment.config.get("source") != "paper":
         return None
@@ -172,7 +173,6 @@ def comparison_rows(store: Store, experiment: Experiment, answer: AnswerFormat) 
     when no greedy test-split generation exists). Each: who, row, student, diverse_samples,
     train_examples, status, metrics (None until evaluated) and the paper's figure or None.
     """
-    from rtdemo.training.runs import latest_evaluations, list_runs
 
     evaluations = latest_evaluations(store, experiment)
     source = paper_source(store, experiment)
@@ -245,7 +245,6 @@ def subject_predictions(store: Store, experiment: Experiment, subject: str) -> l
                 }
             )
         return failures_first(rows)
-    from rtdemo.training.runs import latest_evaluations
 
     entry = latest_evaluations(store, experiment).get(subject)
     if not entry or not entry["predictions"] or not Path(entry["predictions"]).is_file():

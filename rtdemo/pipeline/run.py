@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rtdemo.curation.curate import training_records
 from rtdemo.errors import UserError
+from rtdemo.evaluation.evaluate import evaluate, save_eval
 from rtdemo.evaluation.paper_results import paper_figure
 from rtdemo.evaluation.results import experiment_folder, row_of, teacher_metrics, write_results
 from rtdemo.generation.pricing import price_of, price_table
@@ -32,7 +33,7 @@ from rtdemo.tasks.synthetic import SyntheticSettings, generate
 from rtdemo.tasks.types import Example, TaskSpec
 from rtdemo.teachers.base import Teacher, TeacherInfo
 from rtdemo.teachers.spec import KEY_ENV, build_teacher
-from rtdemo.training.recipes import settings_for
+from rtdemo.training.recipes import fitting_kind, settings_for
 from rtdemo.training.runs import (
     StudentRun,
     check_run_name,
@@ -42,6 +43,7 @@ from rtdemo.training.runs import (
     save_evaluation,
 )
 from rtdemo.training.settings import TrainSettings
+from rtdemo.training.trainer import train
 from rtdemo.workspace.store import Experiment, Store
 
 Log = Callable[[str], None]
@@ -112,16 +114,9 @@ def check_recipe(config: PipelineConfig) -> None:
             raise UserError(f"run {run_cfg.name}: diverse_samples must be >= 1")
         try:
             settings = settings_for(run_cfg.student, run_cfg.recipe, run_cfg.train)
+            fitting_kind(run_cfg.student, run_cfg.recipe, settings, "use recipe: paper")
         except UserError as err:
             raise UserError(f"run {run_cfg.name}: {err}") from None
-        if run_cfg.student != "tiny":
-            kind = student_kind(run_cfg.student)
-            if settings.kind not in ("auto", kind):
-                raise UserError(
-                    f"run {run_cfg.name}: {run_cfg.student} is a {kind} model but the "
-                    f"{run_cfg.recipe!r} recipe is for {settings.kind} students: use "
-                    "recipe: paper, or another student"
-                )
 
 
 @dataclass(frozen=True)
@@ -250,7 +245,6 @@ def train_student(
     should_stop: Callable[[], bool] | None,
 ) -> StudentRun:
     """Train the run on `records`, or reuse it if the recipe's run is already trained."""
-    from rtdemo.training.trainer import train  # the training stack: only when a run trains
 
     run = _existing_run(stage.store, stage.exp, run_cfg, settings, len(records))
     if run is not None:
@@ -287,7 +281,6 @@ def evaluate_student(
     stage: Stage, run: StudentRun, run_cfg: RunConfig, test_q: list[Example]
 ) -> dict:
     """The trained run on the test questions: its metrics, saved with its predictions."""
-    from rtdemo.evaluation.evaluate import evaluate, save_eval  # only when a run is evaluated
 
     ev = evaluate(
         run.output_dir / "final",

@@ -26,6 +26,7 @@ from rtdemo.publishing.cards_text import (
     usage,
 )
 from rtdemo.publishing.files import FIELDS, Facts, ModelPlan
+from rtdemo.tasks import get_task
 
 METRICS = {  # metric id → name on the card; fractions are published as percentages
     "accuracy": "Accuracy",
@@ -94,7 +95,6 @@ def eval_results(facts: Facts, dataset_type: str):
 
 def _dataset_type(facts: Facts) -> str:
     """The test data's Hub id where it came from the Hub, else the task key."""
-    from rtdemo.tasks import get_task
 
     hub = get_task(facts.experiment.task).hub
     if facts.experiment.config.get("source") == "hub" and hub is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from rtdemo.evaluation.results import ROW_NAMES
 from rtdemo.publishing.files import Facts, ModelPlan
+from rtdemo.tasks import get_task
 from rtdemo.workspace.store import Experiment
 
 CITATION = """```bibtex
@@ -43,7 +44,6 @@ def _pct(value: float | None) -> str:
 
 def source_of(experiment: Experiment, licence: bool = False) -> str:
     """Where the experiment's questions came from (and, with `licence`, under what terms)."""
-    from rtdemo.tasks import get_task
 
     source, task = experiment.config.get("source"), get_task(experiment.task)
     argv = experiment.config.get("source_argv") or []

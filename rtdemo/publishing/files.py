@@ -26,8 +26,16 @@ from typing import Any
 
 from rtdemo.curation.curate import Curated, curate, format_pair, review_counts
 from rtdemo.errors import UserError
+from rtdemo.evaluation.results import comparison_rows
 from rtdemo.generation.samples import load_samples
-from rtdemo.students.loading import ADAPTER_CONFIG, StudentKind, _looks_like_path, student_kind
+from rtdemo.students.loading import (
+    ADAPTER_CONFIG,
+    StudentKind,
+    _looks_like_path,
+    load_student,
+    student_kind,
+)
+from rtdemo.tasks import get_task
 from rtdemo.training.runs import StudentRun
 from rtdemo.workspace.store import Experiment, Store
 
@@ -141,8 +149,6 @@ def _run_filter(store: Store, experiment: Experiment, run: StudentRun) -> bool |
 
 def gather(store: Store, experiment: Experiment, run: StudentRun | None) -> Facts:
     """The facts of the cards for `experiment` and (if given) the published student `run`."""
-    from rtdemo.evaluation.results import comparison_rows
-    from rtdemo.tasks import get_task
 
     task = get_task(experiment.task)
     cot_run = run is not None and run.format == "cot"
@@ -198,8 +204,6 @@ def write_model(run: StudentRun, plan: ModelPlan, folder: Path) -> list[str]:
         _adapter_generation_config(source, folder)
     else:
         import transformers
-
-        from rtdemo.students.loading import load_student
 
         transformers.utils.logging.disable_progress_bar()
         # Merges an adapter; keeps the checkpoint's dtype, on the CPU.

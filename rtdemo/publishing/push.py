@@ -31,7 +31,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from rtdemo import __version__
 from rtdemo.errors import UserError
+from rtdemo.publishing import cards
+from rtdemo.publishing import files as hub_files
+from rtdemo.publishing.errors import hub_error
 from rtdemo.training.runs import StudentRun, get_run, list_runs
 from rtdemo.workspace.store import Experiment, Store
 
@@ -135,8 +139,6 @@ def prepare(
     log: Callable[[str], None] = lambda _: None,
 ) -> list[Target]:
     """Write the files of every repo of `request` into `folder/<kind>/`; the targets."""
-    from rtdemo.publishing import cards
-    from rtdemo.publishing import files as hub_files
 
     targets = request.targets()
     endpoint = resolve_endpoint(request.endpoint)
@@ -242,9 +244,6 @@ def push(
     commit (the commit's URL) and card (the README text)."""
     from huggingface_hub import HfApi
     from huggingface_hub.utils import disable_progress_bars
-
-    from rtdemo import __version__
-    from rtdemo.publishing.errors import hub_error
 
     if not token:
         raise UserError(

@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from rtdemo.curation.curate import curate
 from rtdemo.errors import UserError
 from rtdemo.jobs.plan import JobPlan, scope_argv
+from rtdemo.publishing.files import final_dir
 from rtdemo.publishing.push import PushRequest, choose_run, resolve_endpoint
 from rtdemo.workspace.store import Experiment, Store
 
@@ -44,7 +46,6 @@ def push_argv(request: PushRequest, dry_run: bool = False, out: Path | None = No
 
 def _check_kept(store: Store, exp: Experiment) -> None:
     """A dataset needs kept rationales: say so before anything starts."""
-    from rtdemo.curation.curate import curate
 
     if not any(c.kept for c in curate(store, exp)):
         raise UserError(
@@ -59,8 +60,6 @@ def prepare_push(store: Store, request: PushRequest, owner: str) -> tuple[Experi
     targets = request.targets()
     exp = store.get_experiment(request.experiment, owner=owner)
     if "model" in targets:
-        from rtdemo.publishing.files import final_dir
-
         run = choose_run(store, exp, request.run)
         final_dir(run)  # a run without a model fails now, not in a job
         request = replace(request, run=run.name)

@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from rtdemo.errors import UserError
+from rtdemo.students.loading import StudentKind, student_kind
+from rtdemo.training.settings import PAPER_RECIPE, TINY_RECIPE, TrainSettings
+from rtdemo.validation import check_values
 
 Recipe = Literal["tiny", "paper"]
 RECIPES: tuple[str, ...] = Recipe.__args__  # type: ignore[attr-defined]
@@ -17,8 +20,6 @@ RECIPES: tuple[str, ...] = Recipe.__args__  # type: ignore[attr-defined]
 def settings_for(student: str, recipe: str, overrides: dict[str, Any] | None = None):
     """`TrainSettings` for `student` from a named recipe plus overrides, validated: unknown keys,
     wrong types and values out of range are refused with one line (`rtdemo.validation`)."""
-    from rtdemo.training.settings import PAPER_RECIPE, TINY_RECIPE, TrainSettings
-    from rtdemo.validation import check_values
 
     if recipe not in RECIPES:
         raise UserError(f"unknown recipe {recipe!r}; use one of {', '.join(RECIPES)}")
@@ -30,3 +31,18 @@ def settings_for(student: str, recipe: str, overrides: dict[str, Any] | None = N
         base.pop("kind", None)  # the tiny recipe's hyperparameters, on another causal student
         base["kind"] = "causal"
     return TrainSettings(**{**base, **(overrides or {}), "student": student})
+
+
+def fitting_kind(student: str, recipe: str, settings: TrainSettings, fix: str) -> StudentKind:
+    """The student's kind ("causal" for the tiny one), or a `UserError` when the recipe is for
+    students of the other kind; `fix` says how to pick another recipe (e.g. "choose --recipe
+    paper")."""
+    if student == "tiny":
+        return "causal"
+    kind = student_kind(student)
+    if settings.kind not in ("auto", kind):
+        raise UserError(
+            f"{student} is a {kind} model but the {recipe!r} recipe is for {settings.kind} "
+            f"students: {fix}, or another student"
+        )
+    return kind

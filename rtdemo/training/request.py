@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from rtdemo.curation.curate import training_records
 from rtdemo.errors import UserError
 from rtdemo.jobs.plan import JobPlan, scope_argv
+from rtdemo.training import launch
+from rtdemo.training.recipes import fitting_kind, settings_for
 from rtdemo.training.runs import check_run_name, get_run
 from rtdemo.workspace.store import Experiment, Store
 
@@ -80,32 +83,13 @@ def _check_not_trained(store: Store, exp: Experiment, name: str) -> None:
 
 def prepare_training(store: Store, request: TrainRequest, owner: str):
     """The experiment, validated `TrainSettings` and training records of `request`."""
-    from rtdemo.curation.curate import training_records
-    from rtdemo.pipeline.recipe import RunConfig
-    from rtdemo.training.recipes import settings_for
 
     check_run_name(request.run)  # it becomes a folder: never '../x'
     exp = store.get_experiment(request.experiment, owner=owner)
     _check_not_trained(store, exp, request.run)
     settings = settings_for(request.student, request.recipe, request.overrides)
-    kind = "causal"
-    if request.student != "tiny":
-        from rtdemo.students.loading import student_kind
-
-        kind = student_kind(request.student)
-        if settings.kind not in ("auto", kind):
-            raise UserError(
-                f"{request.student} is a {kind} model but the {request.recipe!r} recipe is for "
-                f"{settings.kind} students: choose --recipe paper, or another student"
-            )
-    run_cfg = RunConfig(
-        name=request.run,
-        format=request.format,
-        student=request.student,
-        diverse_samples=request.diverse_samples,
-        filter_answers=request.filter_answers,
-    )
-    records = training_records(store, exp, run_cfg, store.questions(exp.id, "train"), kind)
+    kind = fitting_kind(request.student, request.recipe, settings, "choose --recipe paper")
+    records = training_records(store, exp, request, store.questions(exp.id, "train"), kind)
     if not records:
         raise UserError(
             f"experiment {exp.name} has no kept samples to train on: generate rationales "
@@ -127,7 +111,6 @@ def check_processes(processes: int, batch_size: int) -> None:
 
 def training_plan(store: Store, request: TrainRequest, owner: str) -> JobPlan:
     """The background job of `request`, validated (a `UserError` before any job exists)."""
-    from rtdemo.training import launch
 
     exp, settings, _ = prepare_training(store, request, owner)
     processes = launch.default_processes() if request.processes is None else request.processes

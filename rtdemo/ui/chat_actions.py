@@ -29,6 +29,7 @@ from rtdemo.chat.votes import VOTES, list_votes, save_vote, write_votes_jsonl
 from rtdemo.errors import UserError
 from rtdemo.hosting.access import check_model_name, check_public_url
 from rtdemo.jobs.runner import refresh_stale, running_torch_job
+from rtdemo.students.loading import student_kind
 from rtdemo.tasks import get_task
 from rtdemo.tasks.types import Example
 from rtdemo.teachers.base import Teacher
@@ -106,7 +107,6 @@ def resolve_student(store: Store, exp: Experiment, name: str) -> StudentSpec:
             label = f"run {run.name} ({FORMAT_NAMES.get(run.format, run.format)}, {run.student})"
             return StudentSpec(str(run.output_dir / "final"), run.format, label)
     check_model_name(name, "student (or pick one of your trained runs)")
-    from rtdemo.students.loading import student_kind
 
     student_kind(name)  # a missing folder or an unreachable Hub id: a message that says so
     return StudentSpec(name, "cot", f"{name} (not trained here: read as Fine-tune-CoT)")

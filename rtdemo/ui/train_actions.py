@@ -21,6 +21,7 @@ from rtdemo.errors import UserError
 from rtdemo.jobs.files import read_progress
 from rtdemo.jobs.records import Job, flag_value
 from rtdemo.jobs.runner import list_jobs, resume_job
+from rtdemo.training.recipes import settings_for
 from rtdemo.training.request import TrainRequest, training_plan
 from rtdemo.training.runs import list_runs
 from rtdemo.ui.job_view import job_status
@@ -161,7 +162,6 @@ def _check_run_free(store: Store, exp: Experiment, jobs: list[Job], name: str) -
 
 def planned_steps(form: TrainForm, examples: int) -> int:
     """Optimizer steps the run will take at most (`examples`: an upper bound of its records)."""
-    from rtdemo.training.recipes import settings_for
 
     settings = settings_for(form.student, form.recipe, form.overrides())  # bad settings: now
     if settings.max_steps:
