@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rtdemo.errors import UserError
-from rtdemo.jobs.plan import JobPlan, scope_argv
+from rtdemo.jobs.plan import JobPlan, opt, scope_argv
 from rtdemo.tasks.types import Example
 from rtdemo.training.runs import StudentRun, get_run
 from rtdemo.workspace.store import Experiment, Store
@@ -37,10 +37,9 @@ class EvalRequest:
 
     def argv(self) -> list[str]:
         """The `rtdemo evaluate` command line of this request (no workspace or owner)."""
-        return [
-            "evaluate", "--experiment", self.experiment, "--run", self.run, "--split", self.split,
-            "--batch-size", str(self.batch_size), "--max-total-length", str(self.max_total_length),
-        ]  # fmt: skip
+        argv = ["evaluate", *opt("--experiment", self.experiment), *opt("--run", self.run)]
+        argv += [*opt("--split", self.split), *opt("--batch-size", self.batch_size)]
+        return [*argv, *opt("--max-total-length", self.max_total_length)]
 
 
 def prepare_evaluation(

@@ -20,7 +20,7 @@ from rtdemo.errors import UserError
 from rtdemo.generation.pricing import Estimate, Price, estimate, price_of, price_table
 from rtdemo.generation.run import GenerationSettings
 from rtdemo.generation.samples import SampleKey, load_samples
-from rtdemo.jobs.plan import JobPlan, scope_argv
+from rtdemo.jobs.plan import JobPlan, opt, scope_argv
 from rtdemo.tasks.types import Example
 from rtdemo.teachers.base import Teacher
 from rtdemo.teachers.spec import KEY_ENV, TeacherSpec, build_teacher
@@ -51,32 +51,32 @@ class GenerationRequest:
     def argv(self) -> list[str]:
         """The `rtdemo generate` command line of this request (no workspace, owner or key)."""
         t, s = self.teacher, self.settings
-        argv = ["generate", "--experiment", self.experiment, "--stored-questions"]
-        argv += [*self.source_argv, "--split", self.split, "--teacher", t.kind]
+        argv = ["generate", *opt("--experiment", self.experiment), "--stored-questions"]
+        argv += [*self.source_argv, *opt("--split", self.split), *opt("--teacher", t.kind)]
         if t.kind == "openai" and t.base_url:
-            argv += ["--base-url", t.base_url]
+            argv += opt("--base-url", t.base_url)
         if t.kind in ("openai", "hf") and t.model:
-            argv += ["--model", t.model]
+            argv += opt("--model", t.model)
         if t.kind == "openai":
-            argv += ["--mode", t.mode]
+            argv += opt("--mode", t.mode)
         for path in t.replay_files:  # absolute: the job may be resumed from another folder
-            argv += ["--replay-file", str(Path(path).expanduser().resolve())]
+            argv += opt("--replay-file", Path(path).expanduser().resolve())
         if t.kind == "builtin" and t.error_rate != _DEFAULT_SPEC.error_rate:
-            argv += ["--error-rate", f"{t.error_rate:g}"]
+            argv += opt("--error-rate", float(t.error_rate))
         if t.timeout != _DEFAULT_SPEC.timeout:
-            argv += ["--timeout", f"{t.timeout:g}"]
-        argv += ["--samples", str(s.samples), "--temperature", f"{s.temperature:g}"]
-        argv += ["--max-tokens", str(s.max_tokens), "--concurrency", str(s.concurrency)]
+            argv += opt("--timeout", float(t.timeout))
+        argv += [*opt("--samples", s.samples), *opt("--temperature", float(s.temperature))]
+        argv += [*opt("--max-tokens", s.max_tokens), *opt("--concurrency", s.concurrency)]
         if s.rpm is not None:
-            argv += ["--rpm", f"{s.rpm:g}"]
+            argv += opt("--rpm", float(s.rpm))
         if s.budget is not None:
-            argv += ["--budget", f"{s.budget:g}"]
+            argv += opt("--budget", float(s.budget))
         if s.max_attempts != _DEFAULT_SETTINGS.max_attempts:
-            argv += ["--max-attempts", str(s.max_attempts)]
+            argv += opt("--max-attempts", s.max_attempts)
         if self.limit is not None:
-            argv += ["--limit", str(self.limit)]
+            argv += opt("--limit", self.limit)
         if self.prices is not None:
-            argv += ["--prices", str(Path(self.prices).expanduser().resolve())]
+            argv += opt("--prices", Path(self.prices).expanduser().resolve())
         return argv
 
     @classmethod

@@ -29,6 +29,19 @@ class JobPlan:
     env_names: list[str] = field(default_factory=list)
 
 
+def number(value: float) -> str:
+    """A float as short as it reads back exactly ("0.003", "20", "1.23456789e-05")."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
+def opt(flag: str, value: object) -> list[str]:
+    """`[flag, value]` for a job's command line; `[flag=value]` when the value starts with '-'
+    (an experiment named "-x", a model "-m"), which argparse would otherwise read as a flag."""
+    text = number(value) if isinstance(value, float) else str(value)
+    return [f"{flag}={text}"] if text.startswith("-") else [flag, text]
+
+
 def scope_argv(argv: Sequence[str], store: Store, owner: str) -> list[str]:
     """`argv` with the workspace (absolute: a job may be resumed from another folder) and, for
     an owner other than the local user, the owner."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rtdemo.curation.curate import curate
 from rtdemo.errors import UserError
-from rtdemo.jobs.plan import JobPlan, scope_argv
+from rtdemo.jobs.plan import JobPlan, opt, scope_argv
 from rtdemo.publishing.files import final_dir
 from rtdemo.publishing.push import PushRequest, choose_run, resolve_endpoint
 from rtdemo.workspace.store import Experiment, Store
@@ -26,21 +26,21 @@ RESULT_NAME = "push.json"  # a push job's result, in its run folder (the Publish
 
 def push_argv(request: PushRequest, dry_run: bool = False, out: Path | None = None) -> list[str]:
     """The `rtdemo push` command line of `request` (no workspace, owner or token)."""
-    argv = ["push", "--experiment", request.experiment, "--repo-id", request.repo_id]
-    argv += ["--what", request.what]
+    argv = ["push", *opt("--experiment", request.experiment), *opt("--repo-id", request.repo_id)]
+    argv += opt("--what", request.what)
     if request.run and request.what != "dataset":
-        argv += ["--run", request.run]
+        argv += opt("--run", request.run)
     if request.dataset_repo_id and request.what == "both":
-        argv += ["--dataset-repo-id", request.dataset_repo_id]
+        argv += opt("--dataset-repo-id", request.dataset_repo_id)
     argv += ["--private"] if request.private else ["--public"]
-    argv += ["--license", request.license]
+    argv += opt("--license", request.license)
     argv += ["--merged"] if request.merged else []
     argv += ["--all-samples"] if request.all_samples and request.what != "model" else []
     argv += ["--update"] if request.update else []
-    argv += ["--endpoint", request.endpoint] if request.endpoint else []
+    argv += opt("--endpoint", request.endpoint) if request.endpoint else []
     argv += ["--dry-run"] if dry_run else []
     if out is not None:
-        argv += ["--out", str(Path(out).expanduser().resolve())]
+        argv += opt("--out", Path(out).expanduser().resolve())
     return argv
 
 

@@ -11,13 +11,13 @@ samples to train on, a batch that does not split over the processes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from rtdemo.curation.curate import training_records
 from rtdemo.errors import UserError
-from rtdemo.jobs.plan import JobPlan, scope_argv
+from rtdemo.jobs.plan import JobPlan, opt, scope_argv
 from rtdemo.training import launch
 from rtdemo.training.recipes import fitting_kind, settings_for
 from rtdemo.training.runs import check_run_name, get_run
@@ -40,17 +40,15 @@ class TrainRequest:
 
     def argv(self) -> list[str]:
         """The `rtdemo train` command line of this request (no workspace or owner)."""
-        student = self.student
-        if student != "tiny" and Path(student).expanduser().exists():
-            student = str(Path(student).expanduser().resolve())  # the job may start elsewhere
-        argv = ["train", "--experiment", self.experiment, "--run", self.run]
-        argv += ["--format", self.format, "--student", student, "--recipe", self.recipe]
+        argv = ["train", *opt("--experiment", self.experiment), *opt("--run", self.run)]
+        argv += [*opt("--format", self.format), *opt("--student", self.student)]
+        argv += opt("--recipe", self.recipe)
         argv += override_argv(self.overrides)
-        if self.format == "cot":
-            argv += ["--diverse-samples", str(self.diverse_samples)]
-            argv += [] if self.filter_answers else ["--no-filter"]
+        if self.format == "cot" or self.diverse_samples != 1:
+            argv += opt("--diverse-samples", self.diverse_samples)
+        argv += [] if self.filter_answers else ["--no-filter"]
         if self.processes is not None:
-            argv += ["--processes", str(self.processes)]
+            argv += opt("--processes", self.processes)
         return argv
 
 
@@ -61,10 +59,7 @@ def override_argv(overrides: dict[str, Any]) -> list[str]:
         if name == "shuffle":
             argv += [] if value else ["--no-shuffle"]
             continue
-        argv += [
-            "--" + name.replace("_", "-"),
-            f"{value:g}" if isinstance(value, float) else str(value),
-        ]
+        argv += opt("--" + name.replace("_", "-"), value)
     return argv
 
 
@@ -113,6 +108,10 @@ def training_plan(store: Store, request: TrainRequest, owner: str) -> JobPlan:
     """The background job of `request`, validated (a `UserError` before any job exists)."""
 
     exp, settings, _ = prepare_training(store, request, owner)
+    if request.student != "tiny" and Path(request.student).expanduser().exists():
+        # Absolute in the job (it may be resumed from another folder); never in what the tab
+        # shows: a visitor must not learn the server's paths.
+        request = replace(request, student=str(Path(request.student).expanduser().resolve()))
     processes = launch.default_processes() if request.processes is None else request.processes
     check_processes(processes, settings.batch_size)
     return JobPlan("train", scope_argv(request.argv(), store, owner), exp.id)

@@ -116,7 +116,8 @@ def teacher_request(store: Store, owner: str, exp: Experiment) -> tuple[Generati
     ]
     if jobs:
         request = GenerationRequest.from_argv(jobs[0].argv)
-        needs_key = bool(jobs[0].env_names)
+        # An OpenAI-compatible teacher always takes the user's key (never the server's own).
+        needs_key = request.teacher.kind == "openai" or bool(jobs[0].env_names)
     else:
         samples = load_samples(store, exp.id, split="train")
         models = {s.model for s in samples if s.teacher == "builtin"}
