@@ -29,6 +29,7 @@ from rtdemo.training.request import (
     TrainRequest,
     check_processes,
     prepare_training,
+    processes_for,
     training_plan,
 )
 from rtdemo.training.runs import create_run, finish_run, run_folder
@@ -76,8 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"{state}: job {job.id} (train) — watch it: rtdemo jobs show {job.id}")
             return 0
         exp, settings, records = prepare_training(store, request, args.owner)
-        processes = launch.default_processes() if args.processes is None else args.processes
-        check_processes(processes, settings.batch_size)
+        processes = processes_for(args.processes, settings.batch_size)
         from dataclasses import asdict
 
         run = create_run(

@@ -104,6 +104,14 @@ def check_processes(processes: int, batch_size: int) -> None:
         )
 
 
+def processes_for(requested: int | None, batch_size: int) -> int:
+    """The data-parallel processes a run uses (None: one per GPU, else 1), checked against its
+    batch size."""
+    processes = launch.default_processes() if requested is None else requested
+    check_processes(processes, batch_size)
+    return processes
+
+
 def training_plan(store: Store, request: TrainRequest, owner: str) -> JobPlan:
     """The background job of `request`, validated (a `UserError` before any job exists)."""
 
@@ -112,6 +120,5 @@ def training_plan(store: Store, request: TrainRequest, owner: str) -> JobPlan:
         # Absolute in the job (it may be resumed from another folder); never in what the tab
         # shows: a visitor must not learn the server's paths.
         request = replace(request, student=str(Path(request.student).expanduser().resolve()))
-    processes = launch.default_processes() if request.processes is None else request.processes
-    check_processes(processes, settings.batch_size)
+    processes_for(request.processes, settings.batch_size)
     return JobPlan("train", scope_argv(request.argv(), store, owner), exp.id)

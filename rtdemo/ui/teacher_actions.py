@@ -144,8 +144,7 @@ def start_generation(
     ctx.quotas.check_samples(owner, questions, int(choice.samples))
     # Kept in the owner's folder: the job (and a resume) reads it after Gradio's copy is gone.
     replay = keep_upload(ctx, owner, choice.replay_file) if choice.replay_file else None
-    with ctx.store() as store:
-        request = choice.request(ctx.experiment(store, owner, experiment), replay)
+    request = choice.request(exp, replay)
     key = _secrets(choice, key).get(KEY_ENV)
 
     def plan(store: Store) -> JobPlan:
