@@ -12,6 +12,9 @@ When refused: a teacher's base URL must name an http(s) host whose every address
 resolved when the work starts; the job resolves it again, so a host that changes its answer in
 between is not stopped), and a teacher model or a student must be a Hub id, not a folder. The CLI
 is the host's own tool and is never limited.
+
+A registry name (`smollm2-135m`) is not a folder a user chose: users may name it when the host has
+prepared it (`rtdemo models prepare smollm2-135m`); otherwise it is refused with that command.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from urllib.parse import urlsplit
 from rtdemo.errors import UserError
 from rtdemo.hosting.quotas import on_spaces
 from rtdemo.jobs.records import flag_value
+from rtdemo.models import is_registry_name, resolve_model_name
 
 ENV = "RTDEMO_ALLOW_LOCAL_ACCESS"
 OFFLINE_STUDENTS = frozenset({"tiny"})
@@ -87,6 +91,9 @@ def check_public_url(url: str, env: Mapping[str, str] | None = None) -> None:
 def check_model_name(name: str, what: str, env: Mapping[str, str] | None = None) -> None:
     """Refuse, when local access is not allowed, a model given as a folder on the server."""
     if local_access_allowed(env) or name.strip() in OFFLINE_STUDENTS:
+        return
+    if is_registry_name(name):  # a model the host prepared (smollm2-135m), not a path
+        resolve_model_name(name)  # not prepared here: a UserError that says so
         return
     if looks_like_path(name):
         raise UserError(

@@ -8,6 +8,8 @@ the Hugging Face cache and a local folder behave the same:
     model, tokenizer, kind = load_student("runs/cot/final", for_training=False)  # to answer
 
 This is the one loader: training, evaluation, Chat and publishing all load through it.
+A registry name (`smollm2-135m`, see `rtdemo.models`) loads the folder `rtdemo models prepare`
+wrote; before that it is a UserError that says how to prepare it.
 
 The tiny offline student needs nothing from the network: a GPT-2-architecture model with random
 weights (about 0.9M parameters at the defaults) and a byte-level tokenizer (256 byte tokens plus
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from rtdemo.errors import UserError
+from rtdemo.models import resolve_model_name
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -249,7 +252,7 @@ def student_kind(name_or_path: str | Path) -> StudentKind:
     """
     from transformers import AutoConfig
 
-    given = str(name_or_path)
+    given = resolve_model_name(name_or_path)  # smollm2-135m: its prepared folder
     _check_folder(given)
     if _looks_like_path(given):  # an adapter that names its task needs no base model here
         task_type = (_adapter_config(Path(given).expanduser()) or {}).get("task_type")
@@ -289,6 +292,7 @@ def load_student(
     """
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+    name_or_path = resolve_model_name(name_or_path)  # smollm2-135m: its prepared folder
     base, adapter = _resolve(name_or_path)
     kind = kind or student_kind(name_or_path)
     if kind not in STUDENT_KINDS:

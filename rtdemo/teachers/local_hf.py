@@ -20,6 +20,7 @@ generation at a time (a lock), however many requests generation sends concurrent
 
     teacher = LocalHFTeacher("Qwen/Qwen2.5-7B")            # cuda if available, else cpu
     teacher = LocalHFTeacher("runs/my-model", device="cpu", dtype="float32")
+    teacher = LocalHFTeacher("smollm2-135m")  # its folder from `rtdemo models prepare`
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from rtdemo.errors import UserError
+from rtdemo.models import resolve_model_name
 from rtdemo.teachers.base import Completion, Teacher, TeacherError, TeacherInfo
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ class LocalHFTeacher(Teacher):
             raise UserError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
         if batch_size < 1:
             raise UserError(f"batch_size must be at least 1, not {batch_size}")
+        model = resolve_model_name(model)  # smollm2-135m: its prepared folder
         folder = Path(model).expanduser()
         self.is_folder = folder.is_dir() or _looks_like_path(model)
         self.model_name = str(folder.resolve()) if self.is_folder else model
