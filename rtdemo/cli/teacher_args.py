@@ -29,7 +29,7 @@ from rtdemo.workspace.store import Experiment, Store
 #: fields given as flags named as the field; `kind` is `--teacher`, `replay_files` is the
 #: repeatable `--replay-file`.
 SAMPLING_FLAGS = ("samples", "temperature", "max_tokens", "concurrency", "rpm", "budget")
-SAMPLING_FLAGS += ("max_attempts",)
+SAMPLING_FLAGS += ("retry_deadline", "max_attempts")
 SPEC_FLAGS = ("base_url", "model", "mode", "error_rate", "timeout")
 
 

@@ -31,7 +31,7 @@ _DEFAULT_SPEC = TeacherSpec()
 _READ_BACK = (
     "--experiment", "--split", "--teacher", "--base-url", "--model", "--mode", "--replay-file",
     "--error-rate", "--timeout", "--samples", "--temperature", "--max-tokens", "--concurrency",
-    "--rpm", "--budget", "--max-attempts", "--limit", "--prices",
+    "--rpm", "--budget", "--max-attempts", "--retry-deadline", "--limit", "--prices",
 )  # fmt: skip
 _DEFAULT_SETTINGS = GenerationSettings()
 
@@ -73,6 +73,8 @@ class GenerationRequest:
             argv += opt("--budget", float(s.budget))
         if s.max_attempts != _DEFAULT_SETTINGS.max_attempts:
             argv += opt("--max-attempts", s.max_attempts)
+        if s.retry_deadline != _DEFAULT_SETTINGS.retry_deadline:
+            argv += opt("--retry-deadline", float(s.retry_deadline))
         if self.limit is not None:
             argv += opt("--limit", self.limit)
         if self.prices is not None:
@@ -118,6 +120,7 @@ class GenerationRequest:
             rpm=one("--rpm", float),
             budget=one("--budget", float),
             max_attempts=one("--max-attempts", int, gen.max_attempts),
+            retry_deadline=one("--retry-deadline", float, gen.retry_deadline),
         )
         return cls(
             experiment=one("--experiment", default=""),

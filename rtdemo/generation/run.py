@@ -3,21 +3,27 @@
     stats = run_generation(store, experiment, teacher, GenerationSettings(samples=4,
                            temperature=0.7), split="train")
 
-Fast: requests run concurrently under a limit (and an optional requests-per-minute pace); 429s wait
-for `Retry-After`, 5xx, timeouts and dropped connections back off and retry; a request that keeps
-failing is stored as failed with its reason and retried by the next run. Frugal: a budget cap
-stops the run cleanly before a request could exceed it. Impossible to lose: each call's result is
-committed as it arrives, and a re-run requests only what is not stored.
+Fast: requests run concurrently under a limit (and an optional requests-per-minute pace).
+Finishes: a transient failure (429, 5xx, timeout, dropped connection, unreadable reply) is retried
+with capped exponential backoff and full jitter, waiting at least the server's `Retry-After`,
+until the request's retry deadline (`retry_deadline`, default 300 s; `max_attempts` optionally
+caps the tries): a teacher failing one request in five still completes every sample in one run.
+A request that fails past its deadline is stored as failed with its reason and retried by the
+next run; one whose `Retry-After` ends past the deadline fails at once. A cancel, the budget and
+a fatal error elsewhere are all checked during the waits. A teacher that never answered (only
+connection failures or timeouts, 5 tries) or answered no request for a whole retry deadline ends
+the run with one message. Frugal: a budget cap stops the run cleanly before a request could
+exceed it. Impossible to lose: each call's result is committed as it arrives, and a re-run
+requests only what is not stored.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 from pydantic import Field
 
@@ -33,11 +39,22 @@ from rtdemo.generation.samples import (
 )
 from rtdemo.tasks.cleansing import judge
 from rtdemo.tasks.types import AnswerFormat, Example
-from rtdemo.teachers.base import Teacher, TeacherError, answer_prompt, rationale_prompt
+from rtdemo.teachers.base import (
+    RetryPolicy,
+    Teacher,
+    TeacherError,
+    answer_prompt,
+    rationale_prompt,
+)
 from rtdemo.validation import SettingError, check_fields, setting, typed
 from rtdemo.workspace.store import Experiment, Store
 
 MAX_SAMPLES = 256
+#: Tries of a request that got only connection failures or timeouts while no request of the run
+#: has succeeded yet: the teacher is unreachable, and the run ends (not after the whole deadline).
+UNREACHABLE_TRIES = 5
+#: Seconds between two checks for a cancel or a fatal error while a request waits to retry.
+WAIT_SLICE = 0.1
 
 
 @typed
@@ -65,11 +82,16 @@ class GenerationSettings:
     budget: Annotated[float, Field(ge=0)] | None = setting(
         None, "stop before spending more than this many USD"
     )
-    max_attempts: Annotated[int, Field(ge=1)] = setting(
-        5, "tries per request before it is recorded as failed (default 5)"
+    retry_deadline: Annotated[float, Field(gt=0)] = setting(
+        300.0,
+        "seconds a request that keeps failing (429, 5xx, timeouts, dropped connections) is "
+        "retried before it is stored as failed (default 300)",
+    )
+    max_attempts: Annotated[int, Field(ge=0)] | None = setting(
+        None, "optional cap on tries per request (default: none, retried until the deadline)"
     )
     backoff: Annotated[float, Field(ge=0)] = setting(
-        1.0, "seconds, base of the exponential backoff"
+        1.0, "seconds, base of the exponential backoff (full jitter)"
     )
     max_backoff: Annotated[float, Field(ge=0)] = setting(60.0, "seconds, the longest backoff")
 
@@ -80,6 +102,12 @@ class GenerationSettings:
                 f"{self.samples} diverse samples at temperature 0 would all be the same: "
                 "set a temperature (the paper uses 0.7) or use 1 sample"
             )
+
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy these settings describe."""
+        return RetryPolicy(
+            self.retry_deadline, self.backoff, self.max_backoff, self.max_attempts or None
+        )
 
 
 @dataclass
@@ -117,7 +145,17 @@ class _Stop(Exception):
 
 
 class _Fatal(Exception):
-    """A failure no retry can fix (bad key, unknown model, rejected parameter): end the run."""
+    """A failure no retry can fix (bad key, unknown model, rejected parameter, a teacher that
+    cannot be reached or answers nothing): end the run."""
+
+
+class GaveUp(TeacherError):
+    """A request that kept failing: its last error, how many tries it had, and why retrying
+    stopped (the retry deadline, `max_attempts`, or a `Retry-After` past the deadline)."""
+
+    def __init__(self, last: TeacherError, tries: int, why: str) -> None:
+        super().__init__(last.kind, f"{last}; {why}", last.retry_after)
+        self.tries = tries
 
 
 class _Pace:
@@ -127,13 +165,14 @@ class _Pace:
         self.interval = 60.0 / rpm if rpm else 0.0
         self.next = 0.0
 
-    async def wait(self) -> None:
+    def delay(self) -> float:
+        """Seconds until the next request may start (and take that start)."""
         if not self.interval:
-            return
+            return 0.0
         now = time.monotonic()
         start = max(now, self.next)
         self.next = start + self.interval
-        await asyncio.sleep(start - now)
+        return start - now
 
 
 class Generator:
@@ -163,7 +202,10 @@ class Generator:
         self.stats = RunStats()
         self._reserved = 0.0
         self._successes = 0
+        self._last_success = time.monotonic()  # when a request last succeeded (or the run began)
         self._fatal: TeacherError | None = None
+        self._fatal_what = ""  # what the run's end message says before the error
+        self.retry = settings.retry_policy()
 
     def _worst_cost(self, prompt: str, n: int, rationale_follows: bool = False) -> float:
         """An upper bound of a call's cost (prompt tokens overestimated at 2 characters each)."""
@@ -174,49 +216,79 @@ class Generator:
         return self.price.cost(prompt_tokens, n * cap)
 
     async def _request(self, call: Callable, worst_cost: float, check_budget: bool = True):
-        """One teacher call with retries; `_Stop`, `_Fatal`, or TeacherError once attempts run out.
+        """One teacher call, retried under the settings' `RetryPolicy` while it fails
+        transiently; `_Stop`, `_Fatal`, or a `GaveUp` once retrying ends.
 
-        The budget is checked against spend plus the worst case of everything in flight, and a
-        call 1 reserves its samples' call 2 as well, so a paid rationale can always be finished.
+        The budget is checked against spend plus the worst case of everything in flight before
+        every try, a call 1 reserving its samples' call 2 as well, so a paid rationale can always
+        be finished. A cancel and a fatal error elsewhere end the waits between tries.
         """
         s = self.settings
-        for attempt in range(s.max_attempts):
-            if self._fatal is not None or self.should_stop():
-                raise _Stop("cancelled")
+        tries, first = 0, None
+        while True:
+            self._check_stop()
             async with self._slots:
                 # Again once a slot is free: a cancel or a fatal error may have come meanwhile.
-                if self._fatal is not None or self.should_stop():
-                    raise _Stop("cancelled")
+                self._check_stop()
                 budget = s.budget if check_budget else None
                 if budget is not None and self.stats.spend + self._reserved + worst_cost > budget:
                     self.stats.stopped = self.stats.stopped or "budget"
                     raise _Stop("budget")
-                await self._pace.wait()
+                await self._pause(self._pace.delay())
                 self._reserved += worst_cost
                 self.stats.requests += 1
+                tries += 1
+                started = time.monotonic()
+                first = started if first is None else first
                 try:
                     result = await call()
                     self._successes += 1
+                    self._last_success = time.monotonic()
                     return result
                 except TeacherError as err:
                     if not err.retryable:
                         if err.kind == "unsupported":
                             raise
-                        self._fatal = self._fatal or err
-                        raise _Fatal(str(err)) from err
+                        self._end_run(err, "the teacher refused the request")
                     error = err
                 finally:
                     self._reserved -= worst_cost
-            if attempt + 1 < s.max_attempts:
-                wait = error.retry_after
-                if wait is None:
-                    wait = min(s.max_backoff, s.backoff * 2**attempt) * (0.5 + random.random() / 2)
-                await asyncio.sleep(wait)
-        if error.kind in ("connection", "timeout") and self._successes == 0:
-            # Nothing has ever got through: the server is unreachable, not one request unlucky.
-            self._fatal = self._fatal or error
-            raise _Fatal(str(error)) from error
-        raise error
+            elapsed = time.monotonic() - first
+            why = self.retry.give_up(error, tries, elapsed)
+            unreachable = error.kind in ("connection", "timeout") and self._successes == 0
+            if why is None and unreachable and tries >= UNREACHABLE_TRIES:
+                why = f"gave up after {tries} tries"
+            if why is not None:
+                gave_up = GaveUp(error, tries, why)
+                if unreachable:
+                    # Nothing has ever got through: the server is unreachable, not one request
+                    # unlucky.
+                    self._end_run(gave_up, "cannot reach the teacher")
+                if elapsed >= self.retry.deadline and self._last_success < first:
+                    # No request at all succeeded during this one's whole retry deadline: the
+                    # teacher is down, and every other request would wait as long in vain.
+                    self._end_run(gave_up, f"the teacher answered no request for {elapsed:.1f} s")
+                raise gave_up
+            await self._pause(self.retry.wait(error, tries, elapsed))
+
+    def _check_stop(self) -> None:
+        """`_Stop` if the run was cancelled or a fatal error ended it."""
+        if self._fatal is not None or self.should_stop():
+            raise _Stop("cancelled")
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep `seconds`, ended early (`_Stop`) by a cancel or a fatal error elsewhere, which
+        are checked every `WAIT_SLICE` seconds."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, WAIT_SLICE))
+            self._check_stop()
+
+    def _end_run(self, error: TeacherError, what: str) -> NoReturn:
+        """Record the run's fatal error (the first one wins) and raise `_Fatal`."""
+        if self._fatal is None:
+            self._fatal, self._fatal_what = error, what
+        raise _Fatal(str(error)) from error
 
     async def _answer(
         self,
@@ -253,7 +325,8 @@ class Generator:
     ) -> None:
         reason = f"{err.kind}: {err}"
         slot = SampleSlot.of(self.experiment.id, example, self.key, index)
-        save_failure(self.store, slot, reason, self.settings.max_attempts, keep_rationale)
+        tries = err.tries if isinstance(err, GaveUp) else 1
+        save_failure(self.store, slot, reason, tries, keep_rationale)
         self.stats.failed += 1
         self.on_progress(self.stats)
 
@@ -343,12 +416,9 @@ class Generator:
         workers = min(len(plan), self.settings.concurrency) or 1
         results = await asyncio.gather(*(worker() for _ in range(workers)), return_exceptions=True)
         if self._fatal is not None:
-            what = (
-                "cannot reach the teacher"
-                if self._fatal.kind in ("connection", "timeout")
-                else "the teacher refused the request"
+            raise UserError(
+                f"{self._fatal_what}: {self._fatal} (nothing was stored for the failed requests)"
             )
-            raise UserError(f"{what}: {self._fatal} (nothing was stored for the failed requests)")
         for result in results:
             if isinstance(result, BaseException):
                 raise result

@@ -6,12 +6,14 @@ rationale + `\\nTherefore, the answer is`) greedily. How a teacher does that (ra
 emulation, a local model, replayed files, the built-in offline teacher) is its own business.
 
 Failures are `TeacherError`s with a `kind`; `retryable` ones (rate limits, 5xx, timeouts, dropped
-connections) are retried by generation, the others (bad key, unknown model, rejected parameter)
-stop a run with their message.
+connections) are retried by generation under one `RetryPolicy` (capped exponential backoff with
+full jitter, `Retry-After` honoured, until a per-request deadline), the others (bad key, unknown
+model, rejected parameter) stop a run with their message.
 """
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +47,56 @@ class TeacherError(Exception):
     def retryable(self) -> bool:
         """Whether trying the same request again may succeed."""
         return self.kind in RETRYABLE
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When a request that failed with a retryable `TeacherError` is tried again, and how long
+    after.
+
+    A request is retried until `deadline` seconds have passed since its first try (the last
+    wait ends at the deadline), or for `max_attempts` tries if that is set (None or 0: no cap).
+    Between tries it waits a random time in [0, min(max_backoff, backoff * 2**(tries - 1))]
+    ("full jitter": clients that failed together do not come back together), or the server's
+    `Retry-After` if that is longer. A `Retry-After` that ends past the deadline ends the
+    request at once with a reason that says so, rather than waiting for a try that could not
+    start.
+    """
+
+    deadline: float = 300.0
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    max_attempts: int | None = None
+
+    def give_up(self, error: TeacherError, tries: int, elapsed: float) -> str | None:
+        """Why a request that failed `tries` times, the last with `error`, `elapsed` seconds
+        after its first try, is not tried again; None if it is."""
+        if not error.retryable:
+            return "not retryable"
+        if self.max_attempts and tries >= self.max_attempts:
+            return f"gave up after {tries} tries (max_attempts {self.max_attempts})"
+        if elapsed >= self.deadline:
+            return (
+                f"gave up after {tries} tries in {elapsed:.1f} s "
+                f"(retry deadline {self.deadline:g} s)"
+            )
+        if error.retry_after is not None and elapsed + error.retry_after > self.deadline:
+            return (
+                f"the server asked to wait {error.retry_after:g} s (Retry-After), past the "
+                f"retry deadline of {self.deadline:g} s ({self.deadline - elapsed:.1f} s left)"
+            )
+        return None
+
+    def wait(
+        self, error: TeacherError, tries: int, elapsed: float, rng: random.Random | None = None
+    ) -> float:
+        """Seconds to wait before the next try (call when `give_up` said None): the jittered
+        backoff, at least the server's `Retry-After`, never past the deadline."""
+        ceiling = min(self.max_backoff, self.backoff * 2 ** min(tries - 1, 64))
+        wait = (rng or random).uniform(0.0, ceiling)
+        if error.retry_after is not None:
+            wait = max(wait, error.retry_after)
+        return max(0.0, min(wait, self.deadline - elapsed))
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ Two ways to run the paper's two Zero-shot-CoT calls (METHOD.md, "The three steps
   still offer it.
 
 `rationale(n=D)` makes one request with the OpenAI `n` parameter. Retries belong to generation,
-which knows the budget and the backoff: the SDK is built with `max_retries=0`, so one call is one
-HTTP request, and every failure comes back at once as a `TeacherError` with a `kind`.
+which knows the budget, the cancel and the retry deadline (`rtdemo.teachers.base.RetryPolicy`):
+the SDK is built with `max_retries=0`, so one call is one HTTP request, and every failure comes
+back at once as a `TeacherError` with a `kind` (and a 429's `Retry-After` as `retry_after`).
 
 The API key lives only in the SDK client, in memory: not in `info`, `repr()` or error messages.
 

@@ -45,7 +45,12 @@ What it emulates, as the real API does it:
 - Faults (`server.faults = Faults(...)`), decided per request from its index since `faults` was
   last assigned (requests refused for their key are not counted): first the explicit `schedule`,
   then the fractions, drawn from a generator seeded by `(seed, index)`, so the i-th request gets
-  the same fault on every run whatever the thread timing.
+  the same fault on every run whatever the thread timing. With `by_body=True` the fractions are
+  drawn from `(seed, body, k)` for the k-th arrival of the same request body instead: each
+  logical call (a client retries with the same body) meets the same faults on every run, in
+  whatever order concurrent calls arrive. `Faults.transient(0.2, seed=s)` is a flaky teacher: a
+  fifth of the requests fail, evenly mixed between 429 (with `Retry-After`), 500 and a dropped
+  connection.
 - Holding requests (`hold(after=N)`, `release()`, `wait_held(k)`): requests arriving after the
   next N wait, recorded and in flight, until released or the server stops: a test can freeze a
   client mid-run at an exact point without any clock.
@@ -256,6 +261,8 @@ class Faults:
     #: explicit faults for requests 0, 1, 2, ... (None = answer normally); fractions apply after it
     schedule: Sequence[Fault | None] = ()
     seed: int = 0
+    #: draw the fractions per (request body, its repeat count) rather than per arrival index
+    by_body: bool = False
     slow_seconds: float = 2.0
     truncate_tokens: int = 3
     retry_after: str | None = "1"  # Retry-After header on 429 (seconds or an HTTP date)
@@ -269,13 +276,25 @@ class Faults:
         if unknown:
             raise ValueError(f"unknown faults in schedule: {unknown}; known: {FAULTS}")
 
-    def pick(self, index: int) -> Fault | None:
-        """The fault for the `index`-th request (0-based) since these faults were set."""
+    @classmethod
+    def transient(cls, rate: float, *, seed: int = 0, **options: Any) -> Faults:
+        """`rate` of the requests fail transiently, in equal shares: 429 (with the `Retry-After`
+        of `retry_after`/`retry_after_ms`), 500 and a dropped connection; `options` are other
+        fields (`retry_after`, `schedule`...)."""
+        third = rate / 3
+        return cls(
+            rate_limit=third, server_error=third, drop=rate - 2 * third, seed=seed, **options
+        )
+
+    def pick(self, index: int, body_key: str | None = None) -> Fault | None:
+        """The fault for the `index`-th request (0-based) since these faults were set; with
+        `by_body`, `body_key` is the request's body and how many times it came before."""
         if index < len(self.schedule):
             return self.schedule[index]
-        # A generator per (seed, index): the same request index gets the same fault on every
-        # run, however threads interleave.
-        draw = random.Random(f"{self.seed}:{index}").random()
+        # A generator per (seed, index) or (seed, body, repeat): the same request gets the same
+        # fault on every run, however threads interleave.
+        where = body_key if self.by_body and body_key is not None else index
+        draw = random.Random(f"{self.seed}:{where}").random()
         total = 0.0
         for name in FAULTS:
             total += getattr(self, name)
@@ -652,6 +671,7 @@ class FakeOpenAIServer:
     def faults(self, value: Faults) -> None:
         with self._lock:
             self._faults, self._fault_index = value, 0
+            self._body_repeats: Counter[str] = Counter()
 
     def reset_counters(self) -> None:
         """Forget recorded requests and counts (the fault schedule position is kept)."""
@@ -726,7 +746,12 @@ class FakeOpenAIServer:
             record.authorized = authorized
             self._seq += 1
             if endpoint is not None and authorized:  # refused requests meet no fault
-                record.fault = self._faults.pick(self._fault_index)
+                body_key = None
+                if self._faults.by_body:
+                    text = f"{endpoint}:{json.dumps(body, sort_keys=True)}"
+                    body_key = f"{text}:{self._body_repeats[text]}"
+                    self._body_repeats[text] += 1
+                record.fault = self._faults.pick(self._fault_index, body_key)
                 self._fault_index += 1
             self._records.append(record)
             self._in_flight += 1

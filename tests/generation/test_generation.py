@@ -127,7 +127,9 @@ def test_a_request_that_keeps_failing_is_stored_as_failed_then_retried(setup):
     stats = run(store, exp, questions[:3], broken, max_attempts=2)
     assert (stats.done, stats.failed) == (0, 3)
     samples = load_samples(store, exp.id)
-    assert all(s.status == "rationale" and s.error == "server: boom" for s in samples)
+    reason = "server: boom; gave up after 2 tries (max_attempts 2)"
+    assert all(s.status == "rationale" and s.error == reason for s in samples)
+    assert all(s.attempts == 2 for s in samples)  # the tries made, not a setting
     fixed = Counting()
     stats = run(store, exp, questions[:3], fixed)
     assert fixed.calls == {"rationale": 0, "answer": 3}  # call 1 is never repeated

@@ -47,7 +47,7 @@ def test_fifty_questions_four_samples_with_twenty_percent_failures(tmp_path, ser
     with Store(tmp_path / "ws") as store:
         exp = store.create_experiment("e", "coin_flip")
         store.add_questions(exp.id, questions)
-        stats = _generate(store, exp, server, questions, max_attempts=8)
+        stats = _generate(store, exp, server, questions)  # retried until the deadline
         samples = load_samples(store, exp.id)
         assert (stats.done, stats.failed, len(samples)) == (200, 0, 200)
         assert len({(s.idx, s.sample_index) for s in samples}) == 200
