@@ -7,7 +7,8 @@
 A vote is "left" (the teacher answered better), "right" (the student did), "tie" or "both_bad",
 as in a side-by-side arena. The exchange keeps the question, its gold answer, both sides'
 rationales, answers and verdicts, and the settings they ran with (never an API key: the settings
-are built without one, and `save_vote` refuses a record holding a key-like field).
+are built without one, and `save_vote` refuses a record holding a key-like field; never a server
+path: the student is named, not located, and the export names the data folder `$RTDEMO_HOME`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rtdemo.errors import UserError
+from rtdemo.redaction import hide_folder
 from rtdemo.workspace.store import Experiment, Store
 
 VOTES: dict[str, str] = {
@@ -106,23 +108,39 @@ def list_votes(store: Store, experiment: Experiment, owner: str) -> list[Vote]:
     ]
 
 
+def _named_student(vote: Vote) -> dict[str, Any]:
+    """The vote's exchange with the student named: votes saved before students were named in the
+    settings kept the student's folder (`settings.student.path`); they get its label instead."""
+    exchange = dict(vote.exchange)
+    settings = exchange.get("settings")
+    student = settings.get("student") if isinstance(settings, dict) else None
+    if isinstance(student, dict) and "path" in student:
+        student = {"name": vote.student, **{k: v for k, v in student.items() if k != "path"}}
+        exchange["settings"] = {**settings, "student": student}
+    return exchange
+
+
 def write_votes_jsonl(store: Store, experiment: Experiment, owner: str, path: Path) -> int:
     """Write the owner's votes on the experiment to `path` as JSONL, oldest first; how many.
 
     Each line: id, time, experiment, task, vote, then the exchange's own fields (question, gold,
-    split, index, teacher, student, settings)."""
+    split, index, teacher, student, settings). No line names a folder of the server: the data
+    folder is written `$RTDEMO_HOME` (an error note may have named a file in it)."""
     votes = list(reversed(list_votes(store, experiment, owner)))
     lines = [
-        json.dumps(
-            {
-                "id": v.id,
-                "created_at": v.created_at,
-                "experiment": experiment.name,
-                "task": experiment.task,
-                "vote": v.vote,
-                **v.exchange,
-            },
-            ensure_ascii=False,
+        hide_folder(
+            json.dumps(
+                {
+                    "id": v.id,
+                    "created_at": v.created_at,
+                    "experiment": experiment.name,
+                    "task": experiment.task,
+                    "vote": v.vote,
+                    **_named_student(v),
+                },
+                ensure_ascii=False,
+            ),
+            store.workspace,
         )
         + "\n"
         for v in votes

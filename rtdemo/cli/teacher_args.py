@@ -18,6 +18,7 @@ from pathlib import Path
 from rtdemo.cli.common import add_source_flags, add_workspace_flag, source_options
 from rtdemo.errors import UserError
 from rtdemo.generation.run import GenerationSettings
+from rtdemo.redaction import restore_url
 from rtdemo.tasks import get_task, load_examples
 from rtdemo.tasks.types import SPLITS, AnswerFormat, Example
 from rtdemo.teachers.base import Teacher
@@ -85,8 +86,10 @@ def api_key_of(args: argparse.Namespace) -> str | None:
 
 
 def spec_of(args: argparse.Namespace) -> TeacherSpec:
-    """The teacher the flags describe."""
+    """The teacher the flags describe. A redacted `--base-url` (a job's command line) gets its
+    credentials back from `$RTDEMO_TEACHER_BASE_URL` (`rtdemo.redaction.restore_url`)."""
     values = {name: getattr(args, name) for name in SPEC_FLAGS}
+    values["base_url"] = restore_url(values["base_url"])
     return TeacherSpec(kind=args.teacher, replay_files=tuple(args.replay_file), **values)
 
 

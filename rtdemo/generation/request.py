@@ -8,7 +8,10 @@ and the Evaluate tab's "Evaluate the teacher" all start, and the estimate shown 
 
 A job always works on the questions the experiment snapshotted (`--stored-questions`): it never
 reloads a source, so what was estimated is what runs. Keys are never part of a request or of a
-job's command line: `generation_plan` puts the key in the job's environment only.
+job's command line: `generation_plan` puts the key in the job's environment only. Neither are
+credentials in a base URL (`http://user:secret@host/v1`): the command line holds the redacted URL
+(`http://***@host/v1`) and the job gets the whole one in `$RTDEMO_TEACHER_BASE_URL`
+(`rtdemo.redaction`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from rtdemo.generation.pricing import Estimate, Price, estimate, price_of, price
 from rtdemo.generation.run import GenerationSettings
 from rtdemo.generation.samples import SampleKey, load_samples
 from rtdemo.jobs.plan import JobPlan, opt, scope_argv
+from rtdemo.redaction import URL_ENV, has_hidden_parts, redact_url
 from rtdemo.tasks.types import Example
 from rtdemo.teachers.base import Teacher
 from rtdemo.teachers.spec import KEY_ENV, TeacherSpec, build_teacher
@@ -49,12 +53,13 @@ class GenerationRequest:
     prices: Path | None = None  # a price table of the user's
 
     def argv(self) -> list[str]:
-        """The `rtdemo generate` command line of this request (no workspace, owner or key)."""
+        """The `rtdemo generate` command line of this request (no workspace, owner, key or
+        credentials: the base URL is redacted)."""
         t, s = self.teacher, self.settings
         argv = ["generate", *opt("--experiment", self.experiment), "--stored-questions"]
         argv += [*self.source_argv, *opt("--split", self.split), *opt("--teacher", t.kind)]
         if t.kind == "openai" and t.base_url:
-            argv += opt("--base-url", t.base_url)
+            argv += opt("--base-url", redact_url(t.base_url))
         if t.kind in ("openai", "hf") and t.model:
             argv += opt("--model", t.model)
         if t.kind == "openai":
@@ -202,10 +207,17 @@ def generation_plan(
     """The background job of `request`, validated (a `UserError` before any job exists).
 
     `api_key`: an OpenAI-compatible teacher's key, for the job's environment only; `app_key`:
-    it came from an app user, so a missing one is an error (see `build_teacher`).
+    it came from an app user, so a missing one is an error (see `build_teacher`). A base URL with
+    credentials goes to the job's environment too (`URL_ENV`); its command line has it redacted.
     """
     exp = store.get_experiment(request.experiment, owner=owner)
     stored_questions(store, exp, request.split, request.limit)
+    if request.teacher.base_url and has_hidden_parts(request.teacher.base_url):
+        raise UserError(
+            f"the teacher's base URL {request.teacher.base_url} has credentials, which are never "
+            "stored: start this teacher from the Teacher tab with the whole base URL typed again "
+            "(on the test split: 1 sample, temperature 0)"
+        )
     teacher = build_teacher(request.teacher, exp.task, api_key=api_key, app_key=app_key)
     if (
         request.settings.budget is not None
@@ -217,5 +229,9 @@ def generation_plan(
         )
     env_names = [KEY_ENV] if request.teacher.kind == "openai" else []
     env = {KEY_ENV: api_key} if api_key and env_names else {}
+    url = request.teacher.base_url
+    if env_names and url and redact_url(url) != url:  # credentials: never in the command line
+        env_names.append(URL_ENV)
+        env[URL_ENV] = url
     argv = scope_argv(request.argv(), store, owner)
     return JobPlan("generate", argv, exp.id, env=env, env_names=env_names)

@@ -1,9 +1,10 @@
 """Teacher samples in the workspace store: one row per rationale, committed call by call.
 
-A sample is identified by (experiment, question, teacher, base URL, model, temperature, max
-tokens, sample index). Call 1's result is committed as soon as it arrives (status `rationale`), so
-a crash before call 2 does not repeat call 1; call 2 completes it (`done`); a request that kept
-failing is kept as `failed` with its reason, and a later run retries it.
+A sample is identified by (experiment, question, teacher, base URL (redacted: no credentials,
+`rtdemo.redaction`), model, temperature, max tokens, sample index). Call 1's result is committed
+as soon as it arrives (status `rationale`), so a crash before call 2 does not repeat call 1;
+call 2 completes it (`done`); a request that kept failing is kept as `failed` with its reason,
+and a later run retries it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from rtdemo.redaction import redact_url
 from rtdemo.tasks.types import Example
 from rtdemo.teachers.base import Completion, TeacherInfo
 from rtdemo.workspace.store import Store
@@ -42,8 +44,10 @@ class SampleKey:
 
     @classmethod
     def of(cls, info: TeacherInfo, temperature: float, max_tokens: int) -> SampleKey:
-        """The key of a teacher's samples at these settings."""
-        return cls(info.kind, info.base_url, info.model, float(temperature), int(max_tokens))
+        """The key of a teacher's samples at these settings (its base URL redacted: credentials
+        are never stored, and a run with the same server and other credentials resumes)."""
+        base_url = redact_url(info.base_url)
+        return cls(info.kind, base_url, info.model, float(temperature), int(max_tokens))
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from rtdemo.errors import UserError
 from rtdemo.hosting.quotas import on_spaces
 from rtdemo.jobs.records import flag_value
 from rtdemo.models import is_registry_name, resolve_model_name
+from rtdemo.redaction import redact_url
 
 ENV = "RTDEMO_ALLOW_LOCAL_ACCESS"
 OFFLINE_STUDENTS = frozenset({"tiny"})
@@ -73,12 +74,13 @@ def check_public_url(url: str, env: Mapping[str, str] | None = None) -> None:
     if local_access_allowed(env):
         return
     parts = urlsplit(url.strip())
+    shown = redact_url(url.strip())  # a message never repeats the URL's credentials
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UserError(f"the base URL {url!r} must look like https://host/v1")
+        raise UserError(f"the base URL {shown!r} must look like https://host/v1")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise UserError(f"the base URL {url!r} has a bad port") from None
+        raise UserError(f"the base URL {shown!r} has a bad port") from None
     private = [a for a in _addresses(parts.hostname, port) if not a.is_global or a.is_multicast]
     if private:
         raise UserError(

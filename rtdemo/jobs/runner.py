@@ -60,6 +60,7 @@ from rtdemo.jobs.records import (
     update_job,
     utc_now,
 )
+from rtdemo.redaction import redact_url, url_secrets
 from rtdemo.workspace.store import Store
 
 LOCAL_OWNER = "local"
@@ -78,12 +79,18 @@ _SECRET_VALUE = re.compile(r"\b(?:sk-[A-Za-z0-9_-]{16,}|hf_[A-Za-z0-9]{20,})")
 
 
 def check_argv(argv: Iterable[str]) -> None:
-    """Raise `ValueError` if an argument looks like a secret: argv is stored and shown."""
+    """Raise `ValueError` if an argument looks like a secret (a key, or a URL with credentials:
+    `rtdemo.redaction`): argv is stored and shown."""
     for arg in argv:
         if _SECRET_FLAG.fullmatch(arg) or _SECRET_VALUE.search(arg):
             raise ValueError(
                 f"job arguments are stored and shown, so they must not carry secrets "
                 f"({arg.split('=')[0]!r}): pass keys through env= instead"
+            )
+        if "://" in arg and url_secrets(arg):
+            raise ValueError(
+                f"job arguments are stored and shown, so they must not carry a URL with "
+                f"credentials ({redact_url(arg)!r}): pass the URL through env= instead"
             )
 
 

@@ -27,6 +27,7 @@ from rtdemo.generation.run import GenerationSettings, run_generation
 from rtdemo.generation.samples import SampleKey
 from rtdemo.jobs.progress import progress_printer
 from rtdemo.pipeline.recipe import PipelineConfig, RunConfig, SyntheticConfig
+from rtdemo.redaction import redact_url
 from rtdemo.students.loading import student_kind
 from rtdemo.tasks import SourceOptions, get_task, load_examples
 from rtdemo.tasks.synthetic import SyntheticSettings, generate
@@ -159,11 +160,10 @@ def open_experiment(
     try:
         exp = store.get_experiment(config.experiment)
     except UserError:
-        exp = store.create_experiment(
-            config.experiment,
-            task.key,
-            config={"recipe": json.loads(json.dumps(asdict(config), default=str))},
-        )
+        recipe = json.loads(json.dumps(asdict(config), default=str))
+        if recipe["teacher"].get("base_url"):  # never its credentials (rtdemo.redaction)
+            recipe["teacher"]["base_url"] = redact_url(recipe["teacher"]["base_url"])
+        exp = store.create_experiment(config.experiment, task.key, config={"recipe": recipe})
     if exp.task != task.key:
         raise UserError(f"experiment {exp.name} is for {exp.task}, not {task.key}")
     store.add_questions(exp.id, questions)

@@ -13,7 +13,8 @@ which knows the budget, the cancel and the retry deadline (`rtdemo.teachers.base
 the SDK is built with `max_retries=0`, so one call is one HTTP request, and every failure comes
 back at once as a `TeacherError` with a `kind` (and a 429's `Retry-After` as `retry_after`).
 
-The API key lives only in the SDK client, in memory: not in `info`, `repr()` or error messages.
+The API key lives only in the SDK client, in memory: not in `info`, `repr()` or error messages;
+so do credentials in the base URL (`info.base_url` is redacted: `rtdemo.redaction`).
 
     teacher = OpenAITeacher("gpt-4o-mini")                     # key from OPENAI_API_KEY
     teacher = OpenAITeacher("qwen", base_url="http://127.0.0.1:8000/v1", api_key="none")
@@ -33,6 +34,7 @@ import httpx2
 import openai
 
 from rtdemo.errors import UserError
+from rtdemo.redaction import redact_url, url_secrets
 from rtdemo.teachers.base import Completion, Teacher, TeacherError, TeacherInfo
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -75,12 +77,16 @@ class OpenAITeacher(Teacher):
         if mode not in ("chat", "completions"):
             raise UserError(f"teacher mode must be 'chat' or 'completions', not {mode!r}")
         url = (base_url or OPENAI_BASE_URL).rstrip("/")
-        host = urlsplit(url).netloc
-        label = f"{model} (OpenAI)" if host == "api.openai.com" else f"{model} @ {host or url}"
+        # Credentials in the URL stay in the client: `info` (labels, sample records, messages)
+        # has the redacted URL, and `_redact` scrubs them from what a server echoes.
+        shown = redact_url(url)
+        self._url_secrets = url_secrets(url)
+        host = urlsplit(shown).netloc.rpartition("@")[2]
+        label = f"{model} (OpenAI)" if host == "api.openai.com" else f"{model} @ {host or shown}"
         self.info = TeacherInfo(
             kind="openai",
             model=model,
-            base_url=url,
+            base_url=shown,
             label=label + (", raw completions" if mode == "completions" else ""),
         )
         self.mode: Mode = mode
@@ -305,9 +311,11 @@ class OpenAITeacher(Teacher):
         return TeacherError("server", f"the teacher server at {url} failed{_said(detail)}")
 
     def _redact(self, text: str) -> str:
-        """`text` without the API key, should a server or library ever echo it."""
-        key = self._client.api_key
-        return text.replace(key, "***") if key else text
+        """`text` without the API key or the URL's credentials, should a server or library
+        ever echo them."""
+        for secret in [self._client.api_key, *self._url_secrets]:
+            text = text.replace(secret, "***") if secret else text
+        return text
 
 
 def _user(prompt: str) -> list[dict[str, str]]:

@@ -2,18 +2,27 @@
 
 Layout: a header, the owner line (and, on Spaces, the Hugging Face login button), the experiment
 picker, then one tab per step of the method. Every handler takes the owner and the selected
-experiment as its first inputs; the owner comes from the login on Spaces, else from an id kept in
-the browser (`rtdemo.ui.session`).
+experiment as its first inputs; the owner comes from the login on Spaces, else from a signed id
+kept in the browser (`rtdemo.ui.session`); the page shows only a fingerprint of it.
+
+The login button (and Gradio's OAuth routes) exist only on a real Space: `SYSTEM=spaces` *and*
+`SPACE_ID` (both set by Spaces). With `SYSTEM=spaces` alone (the Spaces quotas on another
+machine), Gradio would mock the login with this machine's own Hugging Face account, asking the
+Hub who that is when the app starts: that fails offline, and would log every visitor in as the
+host. There the app runs without a login: every owner is a visitor.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
-import secrets
+import warnings
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.utils import get_space
 
 from rtdemo.errors import UserError
 from rtdemo.hosting.quotas import on_spaces
@@ -22,34 +31,41 @@ from rtdemo.ui.evaluate_tab import build_evaluate_tab
 from rtdemo.ui.experiments import create_experiment, describe_experiment, experiment_names
 from rtdemo.ui.publish_tab import build_publish_tab
 from rtdemo.ui.review_tab import build_review_tab
-from rtdemo.ui.session import AppContext, resolve_owner
+from rtdemo.ui.session import (
+    AppContext,
+    owner_fingerprint,
+    owner_key,
+    resolve_owner,
+    sign_owner,
+)
 from rtdemo.ui.task_tab import build_task_tab
 from rtdemo.ui.teacher_tab import build_teacher_tab
 from rtdemo.ui.train_tab import build_train_tab
 
 TITLE = "Reasoning Teacher Studio"
-SECRET_ENV = "RTDEMO_BROWSER_SECRET"
+#: Was the key of the owner id kept in the browser; Gradio serves that key to every client (it
+#: encrypts in the browser), so it is no longer used: owner ids are signed (`owner_key`).
+OLD_SECRET_ENV = "RTDEMO_BROWSER_SECRET"
 
 
-def browser_secret(workspace: Path) -> str:
-    """The key that encrypts the owner id kept in the browser; stable across restarts.
+def browser_state_secret(key: str) -> str:
+    """What `gr.BrowserState` encrypts the kept id with. Gradio sends it to every client (it is
+    in `/config`), so it is *not* a secret: derived from the owner key (stable across restarts)
+    without revealing it. The id's signature is what a client cannot forge."""
+    return hmac.new(key.encode(), b"rtdemo-browser-state", hashlib.sha256).hexdigest()[:32]
 
-    From `$RTDEMO_BROWSER_SECRET`, else a random key made once in the workspace (readable by the
-    app's user only). A new key on every start would make every visitor a new owner.
-    """
-    if value := os.environ.get(SECRET_ENV):
-        return value
-    path = workspace / ".browser-secret"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(24))
-    return path.read_text().strip()
+
+def login_enabled() -> bool:
+    """Whether the Hugging Face login is offered: on a real Space only (module docstring)."""
+    return on_spaces() and get_space() is not None
 
 
 def _owner_line(owner: str) -> str:
     who = owner.removeprefix("hf:") if owner.startswith("hf:") else "a visitor (this browser)"
-    return f"<span class='rt-note'>Working as **{who}** · owner id `{owner}`</span>"
+    return (
+        f"<span class='rt-note'>Working as **{who}** · owner id "
+        f"`#{owner_fingerprint(owner)}`</span>"
+    )
 
 
 def start_session(
@@ -60,10 +76,11 @@ def start_session(
     Returns the id to keep in the browser, the owner, the owner line, the picker and the
     experiment line. A logged-in user's browser keeps what it had (the login is the owner).
     """
-    who = resolve_owner(stored, username)
+    key = owner_key(ctx.workspace)
+    who = resolve_owner(stored, username, key=key)
     names = experiment_names(ctx, who)
     pick = remembered if remembered in names else (names[0] if names else None)
-    kept = stored if who.startswith("hf:") else who
+    kept = stored if who.startswith("hf:") else sign_owner(who, key)
     return (
         kept,
         who,
@@ -76,7 +93,20 @@ def start_session(
 def build_app(workspace: str | Path | None = None) -> gr.Blocks:
     """The Gradio Blocks of the whole app (no network, no model loading while building)."""
     ctx = AppContext.from_env(workspace)
-    spaces = on_spaces()
+    login = login_enabled()
+    if on_spaces() and not login:
+        warnings.warn(
+            "SYSTEM=spaces without SPACE_ID: not a real Space, so no Hugging Face login "
+            "(every owner is a visitor)",
+            stacklevel=2,
+        )
+    if os.environ.get(OLD_SECRET_ENV):
+        warnings.warn(
+            f"{OLD_SECRET_ENV} is no longer used (Gradio sent it to every browser): owner ids "
+            "are now signed with $RTDEMO_OWNER_KEY (else a key in the data folder)",
+            stacklevel=2,
+        )
+    key = owner_key(ctx.workspace)
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(
             f"# {TITLE}\nTeach a small model to reason from a large one "
@@ -84,13 +114,13 @@ def build_app(workspace: str | Path | None = None) -> gr.Blocks:
             "write rationales, review them, train a student, and compare it with the baseline."
         )
         kept_owner = gr.BrowserState(
-            None, storage_key="rtdemo-owner", secret=browser_secret(ctx.workspace)
+            None, storage_key="rtdemo-owner", secret=browser_state_secret(key)
         )
         kept_experiment = gr.BrowserState(None, storage_key="rtdemo-experiment")
         owner = gr.State(None)
         with gr.Row():
             owner_md = gr.Markdown()
-            if spaces:
+            if login:
                 gr.LoginButton()
         with gr.Row(equal_height=True):
             experiment = gr.Dropdown(

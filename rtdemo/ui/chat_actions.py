@@ -27,7 +27,7 @@ from rtdemo.chat.session import TEACHER_MAX_TOKENS, chat_exchange, teacher_side
 from rtdemo.chat.student import STUDENT_MAX_NEW_TOKENS, StudentSpec, student_side
 from rtdemo.chat.votes import VOTES, list_votes, save_vote, write_votes_jsonl
 from rtdemo.errors import UserError
-from rtdemo.hosting.access import check_model_name, check_public_url
+from rtdemo.hosting.access import check_model_name, check_public_url, looks_like_path
 from rtdemo.jobs.runner import refresh_stale, running_torch_job
 from rtdemo.students.loading import student_kind
 from rtdemo.tasks import get_task
@@ -104,7 +104,10 @@ def resolve_student(store: Store, exp: Experiment, name: str) -> StudentSpec:
         name = trained[0].name
     for run in trained:
         if run.name == name:
-            label = f"run {run.name} ({FORMAT_NAMES.get(run.format, run.format)}, {run.student})"
+            # A label for people (and the exported votes): the base model by its name, never
+            # a folder on the server.
+            base = Path(run.student).name if looks_like_path(run.student) else run.student
+            label = f"run {run.name} ({FORMAT_NAMES.get(run.format, run.format)}, {base})"
             return StudentSpec(str(run.output_dir / "final"), run.format, label)
     check_model_name(name, "student (or pick one of your trained runs)")
 
@@ -211,7 +214,7 @@ def chat(
             "max_tokens": form.teacher_max_tokens,
         },
         "student": {
-            "path": spec.path,
+            "name": spec.label,  # a trained run by its name: never its folder on the server
             "format": spec.format,
             "decoding": "greedy",
             "max_new_tokens": form.student_max_tokens,

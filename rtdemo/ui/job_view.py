@@ -1,16 +1,20 @@
 """How a background job looks in a tab: one status line, a progress fraction, and the log tail.
 
 Used by the Teacher, Train and Evaluate tabs, which poll with `gr.Timer` and re-attach to the
-newest job of their kind after a reload (the job lives in the store, not in the page).
+newest job of their kind after a reload (the job lives in the store, not in the page). The
+app's data folder is named `$RTDEMO_HOME` in what a tab shows, never by its server path.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rtdemo.jobs.files import last_progress, tail_log
 from rtdemo.jobs.progress import format_progress
 from rtdemo.jobs.records import Job
+from rtdemo.jobs.runner import RUNS_DIR
+from rtdemo.redaction import hide_folder
 
 ICONS = {"queued": "⏳", "running": "▶️", "done": "✅", "failed": "❌", "cancelled": "⏹️"}
 # What a resume of a failed or cancelled job keeps, per kind: only what is true of that kind.
@@ -59,4 +63,5 @@ def job_status(job: Job | None) -> tuple[str, float, str]:
     if job.status in ("failed", "cancelled"):
         status += "\n\n" + resume_note(job)
     fraction = 1.0 if job.status == "done" else progress_fraction(record)
-    return status, fraction, tail_log(job, 30)
+    workspace = job.run_dir.parents[len(Path(RUNS_DIR).parts)]  # <workspace>/runs/N-<kind>
+    return hide_folder(status, workspace), fraction, hide_folder(tail_log(job, 30), workspace)

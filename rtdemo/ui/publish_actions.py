@@ -25,6 +25,7 @@ from rtdemo.jobs.records import Job
 from rtdemo.jobs.runner import list_jobs
 from rtdemo.publishing.push import DATASET_SUFFIX, PushRequest
 from rtdemo.publishing.request import RESULT_NAME, TOKEN_ENV, push_argv, push_plan
+from rtdemo.redaction import hide_folder
 from rtdemo.training.runs import list_runs
 from rtdemo.ui.job_view import job_status
 from rtdemo.ui.session import ACTIVE, AppContext, cancel_current, check_owner, cli_text
@@ -230,7 +231,8 @@ def publish_status(ctx: AppContext, owner: str | None, experiment: str | None) -
             for t in result["targets"]
         )
         if result["dry_run"]:
-            status += f"\n\nPreview: the files a push would upload are in `{result['folder']}`."
+            folder = hide_folder(result["folder"], ctx.workspace)  # not the server's path
+            status += f"\n\nPreview: the files a push would upload are in `{folder}`."
         for t in result["targets"]:
             note = "private" if t.get("private") else "public"
             status += f"\n\nPublished the {t['kind']} ({note}): [{t['repo_id']}]({t['url']})"

@@ -1,9 +1,13 @@
 """What every tab shares: who the owner is, where the data lives, and how work becomes a job.
 
-Owners: on Spaces the logged-in Hugging Face user (`hf:<username>`); otherwise a random id kept in
-the browser (`gr.BrowserState`), so a reload keeps it and two browsers are two owners. An id that
-comes back from the browser is only trusted if it has the shape of one we made (`anon-` and 16 hex
-digits): a visitor cannot claim `hf:someone`.
+Owners: on Spaces the logged-in Hugging Face user (`hf:<username>`); otherwise a random id
+(`anon-` and 16 hex digits) kept in the browser (`gr.BrowserState`), so a reload keeps it and two
+browsers are two owners. The browser keeps the id *signed* (`anon-<hex>.<hmac>`, `sign_owner`)
+with a key that never leaves the server (`owner_key`: `$RTDEMO_OWNER_KEY`, else a random key made
+once in the workspace); an id that comes back is only trusted with a valid signature, else the
+browser gets a new id. So a visitor can neither claim `hf:someone` nor mint or swap in another
+visitor's id, even one they have seen. The page shows only a short fingerprint of the id
+(`owner_fingerprint`).
 
 Jobs: a tab builds its stage's typed request and starts it with `AppContext.start`, through the
 same `*_plan` function the CLI's `--background` calls (`rtdemo.jobs.plan`): its checks run first,
@@ -14,6 +18,9 @@ Messages: a handler's `UserError` is shown in its tab as a "⚠️ message" line
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import re
 import secrets
 import shutil
@@ -31,8 +38,10 @@ from rtdemo.jobs.records import Job
 from rtdemo.jobs.runner import cancel_job, list_jobs
 from rtdemo.workspace.store import Experiment, Store, workspace_path
 
-_ANON = re.compile(r"anon-[0-9a-f]{16}")
+_SIGNED = re.compile(r"(anon-[0-9a-f]{16})\.([0-9a-f]{32})")
 ACTIVE = ("queued", "running")
+OWNER_KEY_ENV = "RTDEMO_OWNER_KEY"
+OWNER_KEY_FILE = ".owner-key"
 
 
 def new_owner() -> str:
@@ -40,12 +49,53 @@ def new_owner() -> str:
     return f"anon-{secrets.token_hex(8)}"
 
 
-def resolve_owner(stored: str | None, username: str | None = None) -> str:
-    """The owner of this browser: the logged-in user, else the id it kept, else a new id."""
+def owner_key(workspace: Path) -> str:
+    """The server's key that signs the owner ids kept in browsers; stable across restarts.
+
+    From `$RTDEMO_OWNER_KEY`, else a random key made once in the workspace (`.owner-key`, readable
+    by the app's user only). It is never sent to a client. A new key would make every visitor a
+    new owner (their experiments stay in the store, out of reach).
+    """
+    if value := os.environ.get(OWNER_KEY_ENV, "").strip():
+        return value
+    path = Path(workspace) / OWNER_KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    value = path.read_text().strip()
+    if not value:
+        raise UserError(f"{path} is empty: delete it (a new key is made) or set {OWNER_KEY_ENV}")
+    return value
+
+
+def _signature(owner: str, key: str) -> str:
+    mac = hmac.new(key.encode(), b"rtdemo-owner:" + owner.encode(), hashlib.sha256)
+    return mac.hexdigest()[:32]
+
+
+def sign_owner(owner: str, key: str) -> str:
+    """What the browser keeps for anonymous `owner`: the id and its signature by `key`."""
+    return f"{owner}.{_signature(owner, key)}"
+
+
+def owner_fingerprint(owner: str) -> str:
+    """A short, stable fingerprint of `owner` for the page (the id itself is a credential)."""
+    return hashlib.sha256(owner.encode()).hexdigest()[:8]
+
+
+def resolve_owner(stored: Any, username: str | None = None, *, key: str) -> str:
+    """The owner of this browser: the logged-in user, else the id it kept (if signed by `key`),
+    else a new id."""
     if username:
         return f"{LOGGED_IN_PREFIX}{username}"
-    if isinstance(stored, str) and _ANON.fullmatch(stored):
-        return stored
+    if isinstance(stored, str) and (match := _SIGNED.fullmatch(stored)):
+        owner, signature = match.groups()
+        if hmac.compare_digest(signature, _signature(owner, key)):
+            return owner
     return new_owner()
 
 

@@ -5,7 +5,9 @@ Plain functions `(ctx, owner, experiment_name, ...)` over the core (no Gradio) t
 line. Generation runs as the `rtdemo generate` command in a background job
 (`GenerationRequest` → `generation_plan`, as `rtdemo generate --background`), on exactly the
 questions the experiment snapshotted (`--stored-questions`). An API key reaches the job through
-its environment only (never argv, the store, a file or a log); a resume asks for it again.
+its environment only (never argv, the store, a file or a log); a resume asks for it again. So do
+credentials in the base URL (`http://user:secret@host/v1`): the estimate, the command line and the
+job's records show the URL redacted (`http://***@host/v1`, `rtdemo.redaction`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from rtdemo.generation.run import GenerationSettings
 from rtdemo.generation.samples import load_samples
 from rtdemo.hosting.access import check_command
 from rtdemo.jobs.plan import JobPlan
-from rtdemo.jobs.records import Job
+from rtdemo.jobs.records import Job, flag_value
 from rtdemo.jobs.runner import cancel_job, resume_job
+from rtdemo.redaction import URL_ENV, hide_folder, redact_url
 from rtdemo.teachers.spec import KEY_ENV, TeacherSpec
 from rtdemo.ui.job_view import job_status
 from rtdemo.ui.session import ACTIVE, AppContext, check_owner, cli_text, keep_upload
@@ -102,11 +105,16 @@ def _secrets(choice: TeacherChoice, key: str | None) -> dict[str, str]:
     return {KEY_ENV: key.strip()} if choice.teacher == "openai" and key and key.strip() else {}
 
 
-def _command(argv: list[str], choice: TeacherChoice) -> str:
+def _command(argv: list[str], choice: TeacherChoice, workspace: Path) -> str:
+    """The command line to show: the data folder as `$RTDEMO_HOME` (an uploaded replay file
+    lives there), never the server's path."""
     lines = ["# --stored-questions: this experiment's snapshot; elsewhere use --task KEY instead"]
     if choice.teacher == "openai":
         lines.append(f"# the key comes from ${KEY_ENV} (there is no flag for it)")
-    return "\n".join([*lines, cli_text(argv)])
+    url = choice.base_url.strip()
+    if choice.teacher == "openai" and url and redact_url(url) != url:
+        lines.append(f"# the base URL's credentials (***) come from ${URL_ENV}: the whole URL")
+    return "\n".join([*lines, hide_folder(cli_text(argv), workspace)])
 
 
 def estimate_generation(
@@ -124,7 +132,7 @@ def estimate_generation(
     text = f"**Estimate** — teacher {label}: {est.describe()}"
     if choice.budget and est.cost_max is None:
         text += "\n\n⚠️ a budget needs a price for this model: add it to prices.yaml"
-    return text, _command(request.argv(), choice)
+    return text, _command(request.argv(), choice, ctx.workspace)
 
 
 def start_generation(
@@ -158,7 +166,7 @@ def start_generation(
         f"Started job {job.id}: {choice.samples} sample(s) × {questions} {choice.split} "
         "questions. It runs on the server: you may close this page and come back."
     )
-    return message, _command(request.argv(), choice)
+    return message, _command(request.argv(), choice, ctx.workspace)
 
 
 def watch_generation(
@@ -225,9 +233,15 @@ def cancel_generation(ctx: AppContext, owner: str | None, experiment: str | None
 
 
 def resume_generation(
-    ctx: AppContext, owner: str | None, experiment: str | None, key: str = ""
+    ctx: AppContext,
+    owner: str | None,
+    experiment: str | None,
+    key: str = "",
+    base_url: str = "",
 ) -> str:
-    """Start the experiment's failed or cancelled generation job again, where it stopped."""
+    """Start the experiment's failed or cancelled generation job again, where it stopped.
+
+    The key, and a base URL with credentials, are asked for again (never stored)."""
     job = _latest(ctx, owner, experiment)
     env = {KEY_ENV: key.strip()} if key and key.strip() and KEY_ENV in job.env_names else {}
     if KEY_ENV in job.env_names and not env:
@@ -235,6 +249,14 @@ def resume_generation(
             f"job {job.id} uses an OpenAI-compatible teacher: type the API key again (keys are "
             "never stored, not even for a resume), then press Resume"
         )
+    if URL_ENV in job.env_names:
+        shown, url = flag_value(job.argv, "--base-url"), (base_url or "").strip()
+        if not url or redact_url(url) != shown:
+            raise UserError(
+                f"job {job.id}'s base URL {shown} has credentials, which are never stored: type "
+                "the whole base URL again, then press Resume"
+            )
+        env[URL_ENV] = url
     with ctx.store() as store:
         if job.status not in ACTIVE:
             ctx.quotas.check_running(job.owner, len(ctx.active_jobs(store, job.owner)))

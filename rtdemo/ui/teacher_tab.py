@@ -241,8 +241,10 @@ def _wire_jobs(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _
     def cancel(owner: str | None, experiment: str | None) -> str:
         return cancel_generation(ctx, owner, experiment)
 
-    def resume(owner: str | None, experiment: str | None, api_key: str | None) -> str:
-        return resume_generation(ctx, owner, experiment, api_key or "")
+    def resume(
+        owner: str | None, experiment: str | None, api_key: str | None, base_url: str | None
+    ) -> str:
+        return resume_generation(ctx, owner, experiment, api_key or "", base_url or "")
 
     def tick(who, name):
         try:
@@ -279,7 +281,10 @@ def _wire_jobs(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _
         _shown(cancel), who_what, tab.message, api_name="cancel_generation"
     )
     resumed = buttons["resume"].click(
-        _shown(resume), [*who_what, tab.key], tab.message, api_name="resume_generation"
+        _shown(resume),
+        [*who_what, tab.key, tab.form.components["base_url"]],
+        tab.message,
+        api_name="resume_generation",
     )
     watch = dict(fn=rewatch, inputs=who_what, outputs=[*tab.watched, tab.timer])
     for event in (started, cancelled, resumed):

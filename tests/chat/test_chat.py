@@ -340,3 +340,25 @@ def test_votes_are_saved_with_their_exchange_and_kept_per_owner(tmp_path):
     assert [line["vote"] for line in lines] == ["left", "both_bad"]  # oldest first
     assert lines[0]["experiment"] == "letters" and lines[0]["question"] == QUESTION
     assert lines[0]["teacher"]["rationale"] == "r" and lines[0]["gold"] == "ae"
+
+
+def test_the_votes_download_names_no_server_folder(tmp_path):
+    """A vote saved before students were named kept the student's folder; an error note may name
+    a file in the data folder: the download has neither, only names and `$RTDEMO_HOME`."""
+    with Store(tmp_path / "ws") as store:
+        exp = store.create_experiment("letters", "last_letter_concatenation", owner="alice")
+        final = store.workspace / "runs" / "4-train" / "final"
+        old = _exchange()
+        old["settings"] = {"student": {"path": str(final), "format": "cot"}}
+        old["student"]["note"] = f"cannot load the student {str(final)!r}: no config.json"
+        save_vote(store, exp, "alice", old, "both_bad")
+        path = tmp_path / "votes.jsonl"
+        write_votes_jsonl(store, exp, "alice", path)
+        workspace = str(store.workspace)
+    text = path.read_text()
+    assert workspace not in text and str(tmp_path) not in text
+    [line] = [json.loads(x) for x in text.splitlines()]
+    assert line["settings"]["student"] == {"name": "run cot", "format": "cot"}
+    assert line["student"]["note"] == (
+        "cannot load the student '$RTDEMO_HOME/runs/4-train/final': no config.json"
+    )

@@ -50,3 +50,24 @@ def test_bad_recipes_say_what_to_change(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(UserError, match=message):
         load_config(path)
+
+
+def test_a_recipes_teacher_url_is_stored_without_its_credentials(tmp_path):
+    from rtdemo.pipeline.run import open_experiment
+    from rtdemo.tasks import get_task
+    from rtdemo.workspace.store import Store
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "experiment: remote\n"
+        "task: {key: coin_flip, source: synthetic}\n"
+        "teacher: {kind: openai, model: m, base_url: 'http://user:pw-s3cret@teacher.example/v1'}\n"
+        "runs: [{name: cot, format: cot}]\n"
+    )
+    config = load_config(recipe)
+    with Store(tmp_path / "ws") as store:
+        exp = open_experiment(store, config, get_task("coin_flip"), [])
+        assert exp.config["recipe"]["teacher"]["base_url"] == "http://***@teacher.example/v1"
+    assert config.teacher.base_url == "http://user:pw-s3cret@teacher.example/v1"  # in memory
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "ws").glob("rtdemo.sqlite3*"))
+    assert b"pw-s3cret" not in stored

@@ -134,9 +134,22 @@ def shot(page, name: str) -> Path:
 
 
 def owner_id(page) -> str:
-    """The owner id the page shows ("owner id anon-…")."""
+    """The owner the page shows: the fingerprint of its id ("owner id `#1a2b3c4d`")."""
     text = page.get_by_text("owner id").inner_text()
     return text.rsplit(" ", 1)[-1].strip("`")
+
+
+def page_owner(page, workspace: Path) -> str:
+    """The owner id of the page (which shows only its fingerprint), found among the owners of
+    experiments in the app's store."""
+    from rtdemo.ui.session import owner_fingerprint
+    from rtdemo.workspace.store import Store
+
+    shown = owner_id(page).removeprefix("#")
+    with Store(workspace) as store:
+        owners = [row[0] for row in store.read("SELECT DISTINCT owner FROM experiments")]
+    [owner] = [o for o in owners if owner_fingerprint(o) == shown]
+    return owner
 
 
 def pick(page, label: str, option: str) -> None:

@@ -50,12 +50,14 @@ def launched_app(tmp_path: Path):
 def client(launched_app):
     """A `gradio_client.Client` whose session has called `/session` (so it has an owner).
 
-    `client.owner` is its owner id."""
+    `client.kept` is what a browser would keep (the signed id: pass it to `/session` to come
+    back as the same owner); `client.owner` is the owner id itself (for the store)."""
     from gradio_client import Client
 
     _, url = launched_app
     c = Client(url, verbose=False)
-    c.owner = c.predict(None, None, api_name="/session")[0]
+    c.kept = c.predict(None, None, api_name="/session")[0]
+    c.owner = c.kept.partition(".")[0]
     return c
 
 

@@ -20,6 +20,7 @@ from tests.ui.browser import (
     new_page,
     open_tab,
     owner_id,
+    page_owner,
     shot,
     visible_text,
 )
@@ -42,7 +43,9 @@ def test_reload_keeps_the_owner_and_two_browsers_are_two_owners(server, browser)
     ctx_b, b = new_page(browser, url)
     try:
         owner_a, owner_b = owner_id(a), owner_id(b)
-        assert owner_a.startswith("anon-") and owner_b.startswith("anon-") and owner_a != owner_b
+        # The page shows a fingerprint of the owner id, never the id (a credential) itself.
+        assert re.fullmatch(r"#[0-9a-f]{8}", owner_a) and re.fullmatch(r"#[0-9a-f]{8}", owner_b)
+        assert owner_a != owner_b and "anon-" not in a.content()
         create_experiment(a, "alpha-letters", "last_letter_concatenation")
         expect(a.get_by_text("28 train / 12 test questions", exact=False)).to_be_visible()
         shot(a, "00-experiment-created")
@@ -83,7 +86,7 @@ def test_model_text_is_shown_as_text_and_runs_nothing(server, browser):
         generate_with_builtin_teacher(page)
         # What a teacher wrote, verbatim: make every rationale hostile, so that the row each
         # table shows first has it (the tables scroll, and Gradio renders only the rows in view).
-        owner = owner_id(page)
+        owner = page_owner(page, workspace)
         with Store(workspace) as store:
             exp = store.get_experiment("xss", owner)
             with store.transaction() as conn:

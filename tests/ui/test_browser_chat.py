@@ -22,7 +22,7 @@ from tests.ui.browser import (
     fill_all,
     generate_with_builtin_teacher,
     open_tab,
-    owner_id,
+    page_owner,
     shot,
 )
 
@@ -99,7 +99,7 @@ def test_a_user_chats_with_the_trained_student_and_votes(server, browser):
         visible(
             page, page.get_by_text(re.compile(r"Vote #\d+ saved: student \(right\)"))
         ).wait_for()
-        owner = owner_id(page)
+        owner = page_owner(page, workspace)
         with Store(workspace) as store:
             exp = store.get_experiment("chat", owner)
             rows = store.read(

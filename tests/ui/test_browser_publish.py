@@ -23,7 +23,7 @@ from tests.ui.browser import (
     create_experiment,
     fill_all,
     open_tab,
-    owner_id,
+    page_owner,
     pick,
     shot,
 )
@@ -88,7 +88,7 @@ def test_a_user_trains_a_student_and_publishes_it_with_its_rationales(server, br
         files = page.get_by_label("Files", exact=True)
         expect(files).to_have_value(re.compile(r"model\.safetensors"))
         shot(page, "10-publish")
-        owner = owner_id(page)
+        owner = page_owner(page, workspace)
     finally:
         context.close()
 

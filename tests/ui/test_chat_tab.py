@@ -194,6 +194,22 @@ def test_a_vote_is_saved_once_and_kept_for_its_owner(ui_ctx, owner, trained):
     assert note == "Exported 1 vote(s) with their exchanges."
     assert line["vote"] == "left" and line["question"] == question and line["gold"]
     assert line["student"]["output"] == record["student"]["output"]
+    # The student by its name, never its folder on the server.
+    assert line["settings"]["student"]["name"] == "run cot (Fine-tune-CoT, tiny)"
+    assert "path" not in line["settings"]["student"]
+    assert str(ui_ctx.workspace) not in path.read_text()
+
+
+def test_a_run_trained_from_a_folder_is_labelled_by_the_folders_name(
+    ui_ctx, owner, letters_experiment, tiny_folder
+):
+    with ui_ctx.store() as store:
+        exp = store.get_experiment(letters_experiment, owner)
+        run = create_run(store, exp, "cot", "cot", 1, str(tiny_folder), "full", 28, {})
+        finish_run(store, run, {"steps": 0})
+        spec = resolve_student(store, exp, "cot")
+    assert spec.label == f"run cot (Fine-tune-CoT, {tiny_folder.name})"
+    assert str(tiny_folder.parent) not in spec.label
 
 
 def test_an_api_teacher_streams_and_its_key_is_never_stored(ui_ctx, owner, trained):
@@ -211,6 +227,27 @@ def test_an_api_teacher_streams_and_its_key_is_never_stored(ui_ctx, owner, train
     assert KEY not in path.read_text()
     stored = b"".join(p.read_bytes() for p in ui_ctx.workspace.glob("rtdemo.sqlite3*"))
     assert KEY.encode() not in stored
+
+
+def test_credentials_in_the_teachers_base_url_are_used_and_never_shown_or_stored(
+    ui_ctx, owner, trained
+):
+    question, password = a_test_question(ui_ctx, owner, trained), "pw-chat-0123456789"
+    with FakeOpenAIServer(api_key=None) as server:  # the credentials arrive as basic auth
+        url = server.base_url.replace("http://", f"http://user:{password}@")
+        redacted = server.base_url.replace("http://", "http://***@")
+        form = ChatForm(teacher="openai", base_url=url, model="fake-model", student_max_tokens=8)
+        final = list(chat(ui_ctx, owner, trained, question, form, KEY))[-1]
+        assert server.requests and all(
+            r.headers.get("authorization", "").startswith("Basic ") for r in server.requests
+        )
+    assert final.teacher_answer == "42." and password not in final.teacher_status
+    assert final.exchange["settings"]["teacher"]["base_url"] == redacted
+    vote(ui_ctx, owner, final.exchange, "tie")
+    path, _ = export_votes(ui_ctx, owner, trained)
+    assert redacted in path.read_text() and password not in path.read_text()
+    stored = b"".join(p.read_bytes() for p in ui_ctx.workspace.glob("rtdemo.sqlite3*"))
+    assert password.encode() not in stored
 
 
 def _running_job(ctx: AppContext, kind: str = "train") -> int:

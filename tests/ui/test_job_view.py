@@ -65,3 +65,20 @@ def test_flag_value_reads_both_spellings():
     assert flag_value(["train", "--run", "cot", "--format=vanilla"], "--run") == "cot"
     assert flag_value(["train", "--run", "cot", "--format=vanilla"], "--format") == "vanilla"
     assert flag_value(["train", "--run"], "--run") is None
+
+
+def test_a_job_shown_in_a_tab_names_the_data_folder_not_its_server_path(tmp_path):
+    from dataclasses import replace
+
+    from rtdemo.jobs.files import LOG_NAME
+
+    workspace = tmp_path / "data"
+    run_dir = workspace / "runs" / "7-train"  # where a job's run folder is in its workspace
+    run_dir.mkdir(parents=True)
+    error = f"cannot write {run_dir}/checkpoint-3"
+    job = replace(a_job(tmp_path, "train", "failed"), run_dir=run_dir, error=error)
+    (run_dir / LOG_NAME).write_text(f"trained cot: 3 steps; model in {run_dir / 'final'}\n")
+    status, _, log = job_status(job)
+    assert str(workspace) not in status + log and str(tmp_path) not in status + log
+    assert log == "trained cot: 3 steps; model in $RTDEMO_HOME/runs/7-train/final"
+    assert "cannot write $RTDEMO_HOME/runs/7-train/checkpoint-3" in status

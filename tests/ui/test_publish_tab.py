@@ -191,6 +191,9 @@ def test_preview_then_publish_from_the_tab_and_what_arrived_matches(ctx, owner, 
     assert message == "Preview (dry run): job 1 started." and "--all-samples" in command
     view = wait_until_idle(ctx, owner)
     assert "job 1 (push) **done**" in view.status and "Preview: the files" in view.status
+    # What the tab shows names the data folder by its variable, never by the server's path.
+    assert "are in `$RTDEMO_HOME/" in view.status
+    assert str(ctx.workspace) not in view.status + view.log + view.files + view.card
     assert "tester/letters\n  README.md" in view.files and "model.safetensors" in view.files
     assert "model-index:" in view.card and "tester/letters-rationales (dataset)" in view.card
     assert hub.requests == []  # a preview uploads nothing
@@ -234,7 +237,7 @@ def test_a_client_publishes_and_watches_it_to_the_end(client, launched_app, tmp_
         monkeypatch.setenv("HF_HUB_OFFLINE", "0")
         monkeypatch.setenv("HF_TOKEN", TOKEN)  # the machine's token: a local app uses it
         build_workspace(tmp_path / "workspace", owner=client.owner)
-        client.predict(client.owner, None, api_name="/session")  # the picker learns "letters"
+        client.predict(client.kept, None, api_name="/session")  # the picker learns "letters"
         form = ("", "student and dataset", "tester/client", "", "private", False, False, "mit")
         message, command = client.predict("letters", *form, "", api_name="/start_publish")
         assert message == "Publishing: job 1 started.", message

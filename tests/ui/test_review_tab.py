@@ -175,6 +175,7 @@ def test_export_then_import_round_trip(ui_ctx, owner, samples, tmp_path):
     assert "Exported 84 finished rationales" in note
     lines = [json.loads(x) for x in Path(path).read_text(encoding="utf-8").splitlines()]
     assert len(lines) == 84 and lines[1]["completion"].startswith(" My own rationale. --> ")
+    assert str(ui_ctx.workspace) not in Path(path).read_text(encoding="utf-8")  # no server path
     ra.review_bulk(ui_ctx, owner, samples, ANY, "clear")
     ra.review_decide(ui_ctx, owner, samples, ids[1], "discard_edit")
     assert rv.review_queue(ui_ctx, owner, samples, ANY)["counts"]["pending"] == 84

@@ -7,6 +7,7 @@ ends is killed.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -118,11 +119,14 @@ def test_builtin_run_stores_samples_and_reports_teacher_accuracy_then_replay(
     # Replay what the built-in teacher wrote: free, and the upload is kept in the owner's folder.
     replay = TeacherChoice("replay", replay_file=str(export))
     assert "free" in estimate_generation(ui_ctx, owner, "letters", replay)[0]
-    start_generation(ui_ctx, owner, "letters", replay)
+    _, command = start_generation(ui_ctx, owner, "letters", replay)
     job = wait_ended(ui_ctx, owner)
     assert job.status == "done", job.error
     kept = Path(job.argv[job.argv.index("--replay-file") + 1])
     assert kept.parent == ui_ctx.workspace / "uploads" / owner and kept.is_file()
+    # The tab names the data folder by its variable, never by the server's path.
+    assert f"--replay-file $RTDEMO_HOME/{kept.relative_to(ui_ctx.workspace)}" in command
+    assert str(ui_ctx.workspace) not in command
     assert {s.teacher for s in samples_of(ui_ctx, owner)} == {"builtin", "replay"}
 
 
@@ -227,6 +231,49 @@ def test_cancel_resume_owners_and_the_key_stays_off_disk(ui_ctx, owner, letters_
         p for p in ui_ctx.workspace.rglob("*") if p.is_file() and key.encode() in p.read_bytes()
     ]
     assert leaks == [], f"the key leaked into {leaks}"
+
+
+def test_credentials_in_the_base_url_are_used_but_shown_and_stored_redacted(
+    ui_ctx, owner, letters_experiment
+):
+    key, password = fresh_key(), "pw-" + uuid.uuid4().hex
+    basic = "Basic " + base64.b64encode(f"user:{password}".encode()).decode()
+    with FakeOpenAIServer(api_key=None) as server:  # the credentials come as HTTP basic auth
+        url = server.base_url.replace("http://", f"http://user:{password}@")
+        redacted = server.base_url.replace("http://", "http://***@")
+        choice = TeacherChoice("openai", url, "fake-model", concurrency=1)
+        text, command = estimate_generation(ui_ctx, owner, "letters", choice, key)
+        assert f"teacher fake-model @ 127.0.0.1:{server.port}" in text
+        assert f"--base-url '{redacted}'" in command and "$RTDEMO_TEACHER_BASE_URL" in command
+        server.hold(after=4)
+        _, command = start_generation(ui_ctx, owner, "letters", choice, key)
+        job = wait_for(lambda: latest(ui_ctx, owner), what="the job")
+        assert job.argv[job.argv.index("--base-url") + 1] == redacted
+        assert sorted(job.env_names) == ["OPENAI_API_KEY", "RTDEMO_TEACHER_BASE_URL"]
+        assert server.wait_held(1, timeout=120), "the fifth request never arrived"
+        cancel_generation(ui_ctx, owner, "letters")
+        server.release()
+        assert wait_ended(ui_ctx, owner).status == "cancelled"
+        # A resume needs the whole URL again (never stored), and the same server.
+        with pytest.raises(UserError, match=r"has credentials.*type the whole base URL again"):
+            resume_generation(ui_ctx, owner, "letters", key)
+        other = url.replace(str(server.port), "9")
+        with pytest.raises(UserError, match="type the whole base URL again"):
+            resume_generation(ui_ctx, owner, "letters", key, other)
+        assert "Resumed job" in resume_generation(ui_ctx, owner, "letters", key, url)
+        assert wait_ended(ui_ctx, owner).status == "done"
+        # Every request of the job carried the credentials it got through its environment.
+        assert {r.headers.get("authorization") for r in server.requests} == {basic}
+    status, _, log, rows = generation_status(ui_ctx, owner, "letters")
+    samples = samples_of(ui_ctx, owner)
+    assert len(samples) == 28 and {s.base_url for s in samples} == {redacted}
+    assert password not in text + command + status + log + str(rows)
+    leaks = [
+        p
+        for p in ui_ctx.workspace.rglob("*")
+        if p.is_file() and (password.encode() in p.read_bytes() or key.encode() in p.read_bytes())
+    ]
+    assert leaks == [], f"the URL's credentials leaked into {leaks}"
 
 
 @pytest.mark.slow
