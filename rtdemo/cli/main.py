@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rtdemo import __version__
-from rtdemo.cli import evaluate, export, generate, models, push, train
+from rtdemo.cli import backup, evaluate, export, generate, models, push, train
 from rtdemo.cli import jobs as jobs_commands
 from rtdemo.cli.common import add_source_flags, add_workspace_flag, source_options
 from rtdemo.curation.curate import curate, question_yield
@@ -254,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.register(commands)
     jobs_commands.register(commands)
     models.register(commands)
+    backup.register(commands)
     return parser
 
 
