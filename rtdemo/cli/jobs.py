@@ -1,6 +1,7 @@
 """`rtdemo jobs list|show|cancel|resume`: watch and steer background jobs from the command line.
 
-    python -m rtdemo jobs list                  # this workspace's jobs, newest first
+    python -m rtdemo jobs list                  # this workspace's jobs, newest first (a queued
+                                                # torch job with its place in line: "queued 2/3")
     python -m rtdemo jobs show 3 --json         # status, argv, last progress, log tail
     python -m rtdemo jobs cancel 3 --wait       # stop it, SIGTERM after a grace period
     OPENAI_API_KEY=... python -m rtdemo jobs resume 3
@@ -45,19 +46,28 @@ def _summary(progress: dict | None) -> str:
     return ", ".join(f"{k}={v}" for k, v in progress.items() if k != "time")[:30]
 
 
-def _record(job: Job, log_lines: int | None = None) -> dict:
+def _record(job: Job, place: tuple[int, int] | None, log_lines: int | None = None) -> dict:
     record = {**job.to_dict(), "last_progress": last_progress(job)}
+    # A queued torch job's place in line for the torch slot (`rtdemo.jobs.runner.torch_queue`).
+    record["queue"] = {"position": place[0], "of": place[1]} if place else None
     if log_lines is not None:
         record["log_tail"] = tail_log(job, log_lines)
     return record
+
+
+def _places(store: Store) -> dict[int, tuple[int, int]]:
+    """Queued torch jobs by id: (N, M), their place in line for the torch slot."""
+    line = jobs.torch_queue(store)
+    return {job.id: (i, len(line)) for i, job in enumerate(line, 1)}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Print this workspace's jobs, newest first."""
     with Store(workspace_path(args.workspace)) as store:
         found = jobs.list_jobs(store, statuses=args.status)
+        places = _places(store)
     if args.json:
-        print(json.dumps([_record(job) for job in found], indent=2))
+        print(json.dumps([_record(job, places.get(job.id)) for job in found], indent=2))
         return 0
     if not found:
         print("no jobs yet: slow commands take --background")
@@ -65,8 +75,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(f"{'id':>4}  {'kind':10} {'status':10} {'progress':12} {'created':26} error")
     for job in found:
         progress = _summary(last_progress(job))
+        place = places.get(job.id)
+        state = f"{job.status} {place[0]}/{place[1]}" if place else job.status
         print(
-            f"{job.id:>4}  {job.kind:10} {job.status:10} {progress:12} {job.created_at:26}"
+            f"{job.id:>4}  {job.kind:10} {state:10} {progress:12} {job.created_at:26}"
             f" {job.error or ''}"
         )
     return 0
@@ -76,12 +88,16 @@ def cmd_show(args: argparse.Namespace) -> int:
     """Print one job: status, command, last progress and the end of its log."""
     with Store(workspace_path(args.workspace)) as store:
         job = jobs.get_job(store, args.id)
-    record = _record(job, args.lines)
+        place = jobs.queue_position(store, job.id)
+    record = _record(job, place, args.lines)
     if args.json:
         print(json.dumps(record, indent=2))
         return 0
     pid = f", process {job.pid}" if job.pid and not job.ended else ""
     print(f"job {job.id} ({job.kind}): {job.status}{pid}")
+    if place:
+        n, m = place
+        print(f"  in line    {n} of {m} queued for the torch slot (owners take turns)")
     print(f"  command    rtdemo {' '.join(job.argv)}")
     print(f"  run folder {job.run_dir}")
     print(f"  created    {job.created_at}")

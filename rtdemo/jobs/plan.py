@@ -49,8 +49,11 @@ def scope_argv(argv: Sequence[str], store: Store, owner: str) -> list[str]:
     return out if owner == LOCAL_OWNER else [*out, "--owner", owner]
 
 
-def start_plan(store: Store, plan: JobPlan, owner: str = LOCAL_OWNER) -> Job:
-    """Start (or queue, for a torch workload) the planned job for `owner`."""
+def start_plan(
+    store: Store, plan: JobPlan, owner: str = LOCAL_OWNER, fair_key: str | None = None
+) -> Job:
+    """Start (or queue, for a torch workload) the planned job for `owner`; a queued torch job
+    takes its turns as `fair_key` (default: the owner; `rtdemo.jobs.runner`)."""
     return start_job(
         store,
         plan.kind,
@@ -59,4 +62,5 @@ def start_plan(store: Store, plan: JobPlan, owner: str = LOCAL_OWNER) -> Job:
         experiment_id=plan.experiment_id,
         env=plan.env,
         env_names=plan.env_names,
+        fair_key=fair_key,
     )

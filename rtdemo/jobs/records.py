@@ -6,6 +6,11 @@ The one module every other part of the job runner builds on (it imports none of 
     update_job(store, 3, "status = 'queued'", status="running")   # whether the row changed
     job.uses_torch, job.ended, job.to_dict()
 
+`fair_key` is who a job counts for when queued torch jobs take turns (its owner, or in the app an
+anonymous visitor's hashed client address: `rtdemo.hosting.fairness`); `turn` numbers the torch
+jobs in the order they got the machine's torch slot (None: never had it). Both are internal:
+the app never shows them.
+
 Starting, watching, cancelling and resuming jobs is `rtdemo.jobs.runner`; their run folders are
 `rtdemo.jobs.files`; their processes are `rtdemo.jobs.processes`.
 """
@@ -29,7 +34,7 @@ LOCAL_MODEL_TEACHERS: frozenset[str] = frozenset({"hf"})  # `generate --teacher`
 
 JOB_COLUMNS = (
     "id, owner, experiment_id, kind, status, argv, env_names, pid, heartbeat_at, run_dir, error,"
-    " cancel_requested, created_at, started_at, ended_at"
+    " cancel_requested, created_at, started_at, ended_at, fair_key, turn"
 )
 
 
@@ -52,6 +57,8 @@ class Job:
     created_at: str  # UTC, ISO 8601
     started_at: str | None
     ended_at: str | None
+    fair_key: str = ""  # who the job counts for in the torch queue (the owner if "")
+    turn: int | None = None  # its place in the order torch jobs got the slot; None: never
 
     @property
     def uses_torch(self) -> bool:

@@ -26,6 +26,17 @@ Secrets reach a job through its environment only: never the database, argv, the 
 Torch workloads (`Job.uses_torch`: training, evaluation, and generation with a local model as the
 teacher) run one at a time per machine (two of them on two cores thrash); other jobs start at once.
 
+Fair use of that one torch slot: queued torch jobs take turns by *fairness key* (`Job.fair_key`,
+given to `start_job`; the owner by default, so the CLI's jobs count for their owner; the app keys
+an anonymous visitor by their client address, so fresh owner ids from one client share one key:
+`rtdemo.hosting.fairness`). When the slot frees, the key whose last turn is the oldest goes next
+(a key that never had one first, the longest-waiting of those first), and a key's own jobs go
+oldest first: round-robin across keys, FIFO within a key. So a visitor waits at most one job per
+other key that has jobs queued, however many jobs (or ids) each of those keys has.
+`torch_queue` is that order, used both by `start_queued` and for the position a queued job shows
+(`queue_position`); a key's turns are counted in the store (`Job.turn`), so the order holds for
+every process that starts jobs (the app, the CLI, a finishing job).
+
 This module is the parent's side: start, queue, watch, cancel, resume. The rest of the runner:
 `rtdemo.jobs.records` (the `Job` record and its rows), `rtdemo.jobs.files` (the run folder's files:
 `last_progress`, `tail_log`), `rtdemo.jobs.processes` (spawning, checking and signalling processes)
@@ -38,7 +49,8 @@ import json
 import re
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from rtdemo.errors import UserError
@@ -103,11 +115,67 @@ def running_torch_job(store: Store) -> Job | None:
     return next((j for j in (job_from_row(r, store.workspace) for r in rows) if j.uses_torch), None)
 
 
-def _claim(store: Store, job_id: int) -> bool:
-    """Mark queued job `job_id` running before spawning it; False if it is no longer queued."""
+def _claim(store: Store, job_id: int, *, turn: bool = False) -> bool:
+    """Mark queued job `job_id` running before spawning it; False if it is no longer queued.
+    With `turn` (a torch job taking the slot), give it the next turn number."""
     # The claim's heartbeat is the baseline for stale detection until the child beats itself.
-    claimed = dict(status="running", heartbeat_at=time.time())
-    return update_job(store, job_id, "status = 'queued'", **claimed)
+    claimed: dict[str, Any] = dict(status="running", heartbeat_at=time.time())
+    with store.transaction() as conn:
+        if turn:
+            next_turn = conn.execute("SELECT COALESCE(MAX(turn), 0) + 1 FROM jobs").fetchone()
+            claimed["turn"] = int(next_turn[0])
+        return update_job(store, job_id, "status = 'queued'", **claimed)
+
+
+# The torch queue ------------------------------------------------------------------------------
+
+
+def fair_order(queued: Sequence[Job], last_turns: Mapping[str, int]) -> list[Job]:
+    """`queued` torch jobs in the order they get the slot: round-robin across fairness keys.
+
+    `last_turns` maps a key to the number of its latest turn (turns count up from 1; a key not in
+    it never had one). Repeatedly, the key whose latest turn is the oldest (never: 0; a tie goes
+    to the key whose oldest queued job is older) gives its oldest queued job, and that is its
+    turn now. Pure: the scheduler and the queue positions shown both use it (`torch_queue`).
+    """
+    waiting: dict[str, list[Job]] = {}
+    for job in sorted(queued, key=lambda j: j.id):
+        waiting.setdefault(job.fair_key or job.owner, []).append(job)
+    last = dict(last_turns)
+    clock = max(last.values(), default=0)
+    order: list[Job] = []
+    while waiting:
+        key = min(waiting, key=lambda k: (last.get(k, 0), waiting[k][0].id))
+        order.append(waiting[key].pop(0))
+        clock += 1
+        last[key] = clock
+        if not waiting[key]:
+            del waiting[key]
+    return order
+
+
+def torch_queue(store: Store) -> list[Job]:
+    """The queued torch jobs of this workspace, in the order they will get the slot as things
+    stand (`fair_order`); a job queued later by a key with an older turn can still come first."""
+    rows = store.read(f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'queued' ORDER BY id")
+    queued = [job for job in (job_from_row(r, store.workspace) for r in rows) if job.uses_torch]
+    if not queued:
+        return []
+    key = "COALESCE(NULLIF(fair_key, ''), owner)"  # as `fair_order` reads a job's key
+    turns = store.read(f"SELECT {key}, MAX(turn) FROM jobs WHERE turn IS NOT NULL GROUP BY 1")
+    return fair_order(queued, {key: int(turn) for key, turn in turns})
+
+
+def queue_position(store: Store, job_id: int) -> tuple[int, int] | None:
+    """(N, M): queued torch job `job_id` is Nth of the M queued torch jobs in line for the slot;
+    None when it is not queued for it."""
+    line = [job.id for job in torch_queue(store)]
+    return (line.index(job_id) + 1, len(line)) if job_id in line else None
+
+
+def job_workspace(job: Job) -> Path:
+    """The workspace `job` belongs to (its run folder is `<workspace>/runs/N-<kind>`)."""
+    return job.run_dir.parents[len(Path(RUNS_DIR).parts)]
 
 
 def start_job(
@@ -119,12 +187,14 @@ def start_job(
     experiment_id: int | None = None,
     env: dict[str, str] | None = None,
     env_names: Iterable[str] = (),
+    fair_key: str | None = None,
 ) -> Job:
     """Record a job and start `python -m rtdemo <argv...> --job-id N` detached; return it.
 
     `env` goes to the child's environment only; `env_names` (names, not values) is stored so that
-    a resume can ask for them again. A job of a `TORCH_KINDS` kind stays queued while another
-    torch job runs. Raises `ValueError` for a malformed kind or an argv that carries a secret.
+    a resume can ask for them again. A torch workload stays queued while another runs, and
+    queued ones take turns by `fair_key` (default: the owner; module docstring). Raises
+    `ValueError` for a malformed kind or an argv that carries a secret.
     """
     argv = [str(arg) for arg in argv]
     check_argv(argv)
@@ -132,8 +202,8 @@ def start_job(
         raise ValueError(f"job kind {kind!r}: use lowercase letters, digits, '-' or '_'")
     with store.transaction() as conn:
         cursor = conn.execute(
-            "INSERT INTO jobs (owner, experiment_id, kind, status, argv, env_names, created_at)"
-            " VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+            "INSERT INTO jobs (owner, experiment_id, kind, status, argv, env_names, created_at,"
+            " fair_key) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
             (
                 owner,
                 experiment_id,
@@ -141,6 +211,7 @@ def start_job(
                 json.dumps(argv),
                 json.dumps(sorted(set(env_names))),
                 utc_now(),
+                fair_key or owner,
             ),
         )
         job_id = int(cursor.lastrowid or 0)
@@ -161,23 +232,21 @@ def _launch(store: Store, job: Job, env: dict[str, str]) -> None:
 def start_queued(
     store: Store, *, env_by_job: dict[int, dict[str, str]] | None = None
 ) -> Job | None:
-    """Start the oldest queued torch job if no torch job is running; return it, or None.
+    """Start the next queued torch job (`torch_queue`'s first) if no torch job is running;
+    return it, or None.
 
     Called by `start_job`, by a finishing job (so the queue advances without the app) and by
     `refresh_stale`. A queued job whose secrets are not at hand (they are never stored) fails
     with a message asking to resume it with them.
     """
     while True:
-        with store.transaction() as conn:
-            where = "status IN ('running', 'queued')"
-            sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE {where} ORDER BY id"
-            pending = [job_from_row(row, store.workspace) for row in conn.execute(sql)]
-            torch_jobs = [j for j in pending if j.uses_torch]
-            if any(j.status == "running" for j in torch_jobs):
+        with store.transaction():
+            if running_torch_job(store) is not None:
                 return None
-            job = next((j for j in torch_jobs if j.status == "queued"), None)
-            if job is None:
+            line = torch_queue(store)
+            if not line:
                 return None
+            job = line[0]
             env = (env_by_job or {}).get(job.id, {})
             inherited = child_env(store.workspace, {})
             missing = [n for n in job.env_names if n not in env and n not in inherited]
@@ -185,7 +254,7 @@ def start_queued(
                 failed = dict(status="failed", error=_needs(missing), ended_at=utc_now())
                 update_job(store, job.id, **failed)
                 continue
-            _claim(store, job.id)
+            _claim(store, job.id, turn=True)
         spawn(store, job, env)
         return fetch_job(store, job.id)
 
@@ -227,6 +296,13 @@ def list_jobs(
         params += wanted
     sql = f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC"
     return [job_from_row(row, store.workspace) for row in store.read(sql, tuple(params))]
+
+
+def active_jobs_of(store: Store, fair_key: str) -> int:
+    """How many jobs that count for `fair_key` (of any owner) are queued or running."""
+    refresh_stale(store)
+    sql = "SELECT COUNT(*) FROM jobs WHERE fair_key = ? AND status IN ('queued', 'running')"
+    return int(store.read(sql, (fair_key,))[0][0])
 
 
 def refresh_stale(

@@ -8,26 +8,34 @@ exchange (model text as plain strings; what goes into Markdown escaped first).
 
 The queue rule: on a machine without a GPU the student does not generate while a torch job
 (training or evaluation, anyone's) runs there; it waits, says which job it waits for, and starts
-when that job ends. The teacher answers meanwhile.
+when that job ends. The teacher answers meanwhile. A student waits at most `student_wait_s()`
+seconds (`RTDEMO_CHAT_WAIT_S`, default 60; 0: it says "busy" at once); then it answers "busy: ask
+again when job N has finished", so that an exchange never holds its place for the length of a
+training run. Waiting takes nothing from anyone: every exchange runs on its own (the tab allows
+`max_chats()` at once, `RTDEMO_MAX_CHATS`, default 8; 0: no limit), and only the student's
+generation itself is one at a time (`rtdemo.chat.student`, a lock held while it generates).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import tempfile
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from rtdemo.chat.session import TEACHER_MAX_TOKENS, chat_exchange, teacher_side
+from rtdemo.chat.session import TEACHER_MAX_TOKENS, Side, chat_exchange, teacher_side
 from rtdemo.chat.student import STUDENT_MAX_NEW_TOKENS, StudentSpec, student_side
 from rtdemo.chat.votes import VOTES, list_votes, save_vote, write_votes_jsonl
 from rtdemo.errors import UserError
 from rtdemo.hosting.access import check_model_name, check_public_url, looks_like_path
+from rtdemo.jobs.records import Job
 from rtdemo.jobs.runner import refresh_stale, running_torch_job
 from rtdemo.students.loading import student_kind
 from rtdemo.tasks import get_task
@@ -44,6 +52,8 @@ TEACHERS = {"built-in (offline)": "builtin", "OpenAI-compatible": "openai"}
 FORMAT_NAMES = {"cot": "Fine-tune-CoT", "vanilla": "vanilla baseline"}
 VOTE_COLUMNS = ["#", "time", "vote", "question", "gold", "teacher ✓", "student ✓", "student"]
 _JOB_NAMES = {"train": "training", "evaluate": "evaluation", "generate": "generation"}
+MAX_CHATS_ENV, DEFAULT_MAX_CHATS = "RTDEMO_MAX_CHATS", 8
+CHAT_WAIT_ENV, DEFAULT_CHAT_WAIT_S = "RTDEMO_CHAT_WAIT_S", 60.0
 
 
 @dataclass(frozen=True)
@@ -159,16 +169,46 @@ def random_test_question(
     return (rng or random).choice(questions).question
 
 
-def torch_job_waiting(ctx: AppContext) -> str | None:
-    """Why the student must wait: a torch job (training, evaluation, a local-model teacher's
-    generation; of anyone) running here, on a machine without a GPU; None when it may generate."""
+def _env_number(env: Mapping[str, str] | None, name: str, default: float) -> float:
+    raw = (os.environ if env is None else env).get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise UserError(f"{name}={raw!r}: give a number, 0 or more")
+    return value
+
+
+def max_chats(env: Mapping[str, str] | None = None) -> int | None:
+    """How many exchanges the app runs at once, all visitors together (`RTDEMO_MAX_CHATS`,
+    default 8); None: no limit. Each holds a few threads, never the torch slot."""
+    return int(_env_number(env, MAX_CHATS_ENV, DEFAULT_MAX_CHATS)) or None
+
+
+def student_wait_s(env: Mapping[str, str] | None = None) -> float:
+    """How long a student waits for a running torch job before it answers "busy"
+    (`RTDEMO_CHAT_WAIT_S`, default 60)."""
+    return _env_number(env, CHAT_WAIT_ENV, DEFAULT_CHAT_WAIT_S)
+
+
+def torch_job_in_the_way(ctx: AppContext) -> Job | None:
+    """The torch job (training, evaluation, a local-model teacher's generation; of anyone)
+    running here that a student must not generate beside: only on a machine without a GPU."""
     import torch
 
     if torch.cuda.is_available():
         return None
     with ctx.store() as store:
         refresh_stale(store)  # a job that died is not waited for
-        job = running_torch_job(store)
+        return running_torch_job(store)
+
+
+def torch_job_waiting(ctx: AppContext) -> str | None:
+    """Why the student must wait: `torch_job_in_the_way`, said; None when it may generate."""
+    job = torch_job_in_the_way(ctx)
     if job is None:
         return None
     name = _JOB_NAMES.get(job.kind, job.kind)
@@ -176,6 +216,41 @@ def torch_job_waiting(ctx: AppContext) -> str | None:
         f"waiting for {name} job {job.id} to finish… (on this CPU machine "
         "the student answers after it: two torch workloads would slow each other down)"
     )
+
+
+def busy_note(job: Job) -> str:
+    """What a student says when it has waited long enough for `job`."""
+    name = _JOB_NAMES.get(job.kind, job.kind)
+    return (
+        f"busy: {name} job {job.id} is using this CPU machine (a student beside it would slow "
+        "both down). Ask again (🔄 Regenerate) when it has finished; the teacher is not held up"
+    )
+
+
+def waiting_at_most(
+    ctx: AppContext, sides: Iterator[Side], wait_s: float, stop: threading.Event
+) -> Iterator[Side]:
+    """The student's `sides`, except that once it has waited `wait_s` seconds for a torch job
+    (its status "waiting", with a note), it answers `busy_note` instead and stops waiting; one
+    stopped while it waits says so (not what it waited for)."""
+    since: float | None = None
+    side: Side | None = None
+    try:
+        for side in sides:
+            if side.status == "waiting" and side.note:
+                since = time.monotonic() if since is None else since
+                if time.monotonic() - since >= wait_s and not stop.is_set():
+                    job = torch_job_in_the_way(ctx)
+                    if job is not None:
+                        yield replace(side, status="error", note=busy_note(job))
+                        return
+            yield side
+        if side is not None and side.status == "waiting" and stop.is_set():
+            yield replace(side, status="error", note="stopped before it answered")
+    finally:
+        close = getattr(sides, "close", None)
+        if close is not None:
+            close()
 
 
 # -- the exchange ------------------------------------------------------------------------------
@@ -229,12 +304,17 @@ def chat(
             temperature=form.temperature,
             max_tokens=form.teacher_max_tokens,
         ),
-        student_side(
-            spec,
-            question,
-            stop=stop,
-            max_new_tokens=form.student_max_tokens,
-            busy=lambda: torch_job_waiting(ctx),
+        waiting_at_most(
+            ctx,
+            student_side(
+                spec,
+                question,
+                stop=stop,
+                max_new_tokens=form.student_max_tokens,
+                busy=lambda: torch_job_waiting(ctx),
+            ),
+            student_wait_s(),
+            stop,
         ),
         answer=get_task(exp.task).answer,
         student_format=spec.format,

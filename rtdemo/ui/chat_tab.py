@@ -4,6 +4,10 @@ the gold check for test questions, and a vote saved with the exchange (listed, e
 Handlers live in `chat_actions.py` (plain functions over the core); this file lays out and wires.
 Model text is shown in text boxes only, never as Markdown or HTML. Named endpoints: `chat`
 (streaming), `random_test_question`, `chat_vote`, `chat_export`.
+
+Concurrency: each page's exchange runs on its own, so a student waiting for a training job never
+holds up another visitor's chat (up to `max_chats()` exchanges at once, all pages together); one
+page runs one exchange at a time (a new question stops the one before).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from rtdemo.ui.chat_actions import (
     ChatForm,
     chat,
     export_votes,
+    max_chats,
     random_test_question,
     student_choices,
     vote,
@@ -192,6 +197,11 @@ def _wire_chat(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _
     ) -> Iterator[tuple]:
         stop_event = threading.Event()
         session = getattr(request, "session_hash", None) or ""
+        # One exchange per page at a time: a new question ends the one before (they would write
+        # to the same panes). Pages do not wait for each other: each exchange runs on its own.
+        previous = _STOPS.get(session)
+        if previous is not None:
+            previous.set()
         _STOPS[session] = stop_event
         try:
             form = tab.form.build(values)
@@ -212,7 +222,9 @@ def _wire_chat(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _
 
     outputs = [*panes, tab.exchange, tab.last_question]
     form = dict(inputs_kwargs={**tab.form.kwargs, "key": tab.key})
-    shared = dict(concurrency_id="chat", concurrency_limit=1)
+    # Every page's exchange runs on its own (a student waiting for a training job holds no one
+    # up); `max_chats()` bounds them all together (`RTDEMO_MAX_CHATS`).
+    shared = dict(concurrency_id="chat", concurrency_limit=max_chats())
     private = dict(api_visibility="private", concurrency_limit=None)
     running = []
     for trigger, asked, name in (

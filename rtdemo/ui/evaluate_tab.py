@@ -16,6 +16,7 @@ import pandas as pd
 
 from rtdemo.errors import UserError
 from rtdemo.evaluation.results import TABLE_COLUMNS
+from rtdemo.hosting.fairness import serving
 from rtdemo.ui.evaluate_actions import (
     PREDICTION_COLUMNS,
     cancel_evaluation,
@@ -157,17 +158,37 @@ def _wire_jobs(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _
             names, subjects = [], []
         return gr.Dropdown(choices=names), gr.Dropdown(choices=subjects)
 
+    # The jobs these two start count for the request's client (fair turns, its cap).
+    @shown_errors
+    def evaluate_clicked(
+        owner: str | None,
+        experiment: str | None,
+        runs: list[str] | str | None,
+        request: gr.Request,
+        batch_size: int = 32,
+        max_total_length: int = 512,
+    ) -> str:
+        with serving(request):
+            return start_evaluation(ctx, owner, experiment, runs, batch_size, max_total_length)
+
+    @shown_errors
+    def teacher_clicked(
+        owner: str | None, experiment: str | None, request: gr.Request, api_key: str = ""
+    ) -> str:
+        with serving(request):
+            return evaluate_teacher(ctx, owner, experiment, api_key)
+
     who_what, buttons = [owner, experiment], tab.buttons
     poll = dict(fn=tick, inputs=who_what, outputs=[*tab.job, *tab.comparison, tab.timer])
     lists = dict(fn=choices, inputs=who_what, outputs=[tab.runs, tab.subject], **private)
     buttons["evaluate"].click(
-        shown_errors(partial(start_evaluation, ctx)),
+        evaluate_clicked,
         [*who_what, tab.runs, *tab.settings],
         tab.message,
         api_name="start_evaluation",
     ).then(**poll, **private)
     buttons["teacher"].click(
-        shown_errors(partial(evaluate_teacher, ctx)),
+        teacher_clicked,
         [*who_what, tab.key],
         tab.message,
         api_name="evaluate_teacher",

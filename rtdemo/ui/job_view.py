@@ -1,5 +1,10 @@
 """How a background job looks in a tab: one status line, a progress fraction, and the log tail.
 
+A queued torch job (training, evaluation, a local-model teacher) says where it stands in line for
+the machine's one torch slot: "position N of M", in the order the scheduler will start them
+(`rtdemo.jobs.runner.queue_position`: visitors take turns, so a position can also move back when
+another visitor's first job comes in).
+
 Used by the Teacher, Train and Evaluate tabs, which poll with `gr.Timer` and re-attach to the
 newest job of their kind after a reload (the job lives in the store, not in the page). The
 app's data folder is named `$RTDEMO_HOME` in what a tab shows, never by its server path.
@@ -13,8 +18,9 @@ from typing import Any
 from rtdemo.jobs.files import last_progress, tail_log
 from rtdemo.jobs.progress import format_progress
 from rtdemo.jobs.records import Job
-from rtdemo.jobs.runner import RUNS_DIR
+from rtdemo.jobs.runner import RUNS_DIR, job_workspace, queue_position
 from rtdemo.redaction import hide_folder
+from rtdemo.workspace.store import Store
 
 ICONS = {"queued": "⏳", "running": "▶️", "done": "✅", "failed": "❌", "cancelled": "⏹️"}
 # What a resume of a failed or cancelled job keeps, per kind: only what is true of that kind.
@@ -49,6 +55,22 @@ def resume_note(job: Job) -> str:
     return RESUME_NOTES.get(job.kind, RESUME_OTHER).format(id=job.id)
 
 
+def queue_text(job: Job) -> str:
+    """Where queued `job` stands in line for the torch slot ("position N of M …")."""
+    if not job.uses_torch:
+        return "starting…"  # only torch jobs wait; another is claimed as it is recorded
+    with Store(job_workspace(job)) as store:
+        place = queue_position(store, job.id)
+    if place is None:  # no longer queued (it started meanwhile)
+        return "starting…"
+    n, m = place
+    ahead = "it is next" if n == 1 else f"{n - 1} queued job(s) go before it"
+    return (
+        f"position {n} of {m} in line for this machine's training and evaluation slot "
+        f"({ahead}, after the one running now; visitors take turns)"
+    )
+
+
 def job_status(job: Job | None) -> tuple[str, float, str]:
     """Markdown status, progress fraction in [0, 1], and the last lines of the job's log."""
     if job is None:
@@ -56,7 +78,7 @@ def job_status(job: Job | None) -> tuple[str, float, str]:
     record = last_progress(job)
     line = f"{ICONS.get(job.status, '')} job {job.id} ({job.kind}) **{job.status}**"
     if job.status == "queued":
-        line += " — waiting for another training or evaluation job on this machine to finish"
+        line += f" — {queue_text(job)}"
     status = f"{line} — {format_progress(record, sep=' · ')}"
     if job.error:
         status += f"\n\n⚠️ {job.error}"

@@ -16,6 +16,7 @@ from typing import Any
 import gradio as gr
 
 from rtdemo.errors import UserError
+from rtdemo.hosting.fairness import serving
 from rtdemo.hosting.quotas import on_spaces
 from rtdemo.ui.forms import FormFields
 from rtdemo.ui.publish_actions import (
@@ -178,20 +179,34 @@ def _wire(
         experiment: str | None,
         oauth: gr.OAuthToken | None,
         profile: gr.OAuthProfile | None,
+        request: gr.Request,
         *,
         token: str | None = None,
         **values: Any,
     ) -> tuple[str, str]:
         settings = form.build(values)
-        return start_from_tab(
-            ctx, who, experiment, settings, token=token, oauth=oauth, profile=profile, spaces=spaces
-        )
+        with serving(request):  # the job counts for this client (its cap)
+            return start_from_tab(
+                ctx,
+                who,
+                experiment,
+                settings,
+                token=token,
+                oauth=oauth,
+                profile=profile,
+                spaces=spaces,
+            )
 
     def preview_clicked(
-        who: str | None, experiment: str | None, profile: gr.OAuthProfile | None, **values: Any
+        who: str | None,
+        experiment: str | None,
+        profile: gr.OAuthProfile | None,
+        request: gr.Request,
+        **values: Any,
     ) -> tuple[str, str]:
         settings = form.build(values)
-        return start_from_tab(ctx, who, experiment, settings, dry_run=True, profile=profile)
+        with serving(request):
+            return start_from_tab(ctx, who, experiment, settings, dry_run=True, profile=profile)
 
     def runs_of(who: str | None, name: str | None):
         try:

@@ -32,10 +32,11 @@ from typing import Any
 
 from rtdemo.errors import UserError
 from rtdemo.hosting.access import check_command
+from rtdemo.hosting.fairness import check_client_jobs, current_client, fair_key
 from rtdemo.hosting.quotas import LOGGED_IN_PREFIX, Quotas
 from rtdemo.jobs.plan import JobPlan, start_plan
 from rtdemo.jobs.records import Job
-from rtdemo.jobs.runner import cancel_job, list_jobs
+from rtdemo.jobs.runner import active_jobs_of, cancel_job, list_jobs
 from rtdemo.workspace.store import Experiment, Store, workspace_path
 
 _SIGNED = re.compile(r"(anon-[0-9a-f]{16})\.([0-9a-f]{32})")
@@ -152,12 +153,20 @@ class AppContext:
         disk or the network, then the owner's running-jobs quota, then `plan(store)` validates
         the request (a `UserError` before any job exists). Secrets travel in the plan's `env`
         to the job's environment only, never in its command line, the store or a file.
+
+        The job counts for the client of the request being served (`rtdemo.hosting.fairness`:
+        the handlers that start jobs run inside `serving(request)`) when the owner is an
+        anonymous visitor: its turns in the torch queue and the per-client job cap are that
+        client's, however many owner ids it has.
         """
         owner = check_owner(owner)
         check_command(argv)  # the server's own network and disk, if the host forbids them
+        key = fair_key(owner, current_client())
         with self.store() as store:
             self.quotas.check_running(owner, len(self.active_jobs(store, owner)))
-            return start_plan(store, plan(store), owner)
+            if key != owner:
+                check_client_jobs(active_jobs_of(store, key))
+            return start_plan(store, plan(store), owner, fair_key=key)
 
 
 def cancel_current(store: Store, owner: str, jobs: Sequence[Job], nothing: str) -> list[Job]:

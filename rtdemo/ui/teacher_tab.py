@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 
 from rtdemo.errors import UserError
+from rtdemo.hosting.fairness import serving
 from rtdemo.tasks.types import SPLITS
 from rtdemo.ui.forms import FormFields
 from rtdemo.ui.session import ACTIVE, AppContext
@@ -93,9 +94,15 @@ def _with_choice(
     """`action(ctx, owner, experiment, TeacherChoice, key)` over the tab's inputs, by name."""
 
     def run(
-        owner: str | None, experiment: str | None, *, api_key: str | None = None, **values: Any
+        owner: str | None,
+        experiment: str | None,
+        request: gr.Request,
+        *,
+        api_key: str | None = None,
+        **values: Any,
     ) -> tuple[str, str]:
-        return action(ctx, owner, experiment, form.build(values), api_key or "")
+        with serving(request):  # a job it starts counts for this client (fair turns, its cap)
+            return action(ctx, owner, experiment, form.build(values), api_key or "")
 
     return _shown(run, 1)
 

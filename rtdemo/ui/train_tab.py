@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from rtdemo.errors import UserError
+from rtdemo.hosting.fairness import serving
 from rtdemo.ui.forms import FormFields
 from rtdemo.ui.session import AppContext, shown_errors
 from rtdemo.ui.train_actions import (
@@ -126,10 +127,13 @@ def _wire(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _Tab) 
             return f"⚠️ {err}", 0.0, loss_frame(None), "", gr.Timer(active=False)
         return v.status, v.percent, v.loss, v.log, gr.Timer(active=v.active)
 
-    def start_clicked(owner: str | None, experiment: str | None, **values: Any) -> tuple[str, str]:
+    def start_clicked(
+        owner: str | None, experiment: str | None, request: gr.Request, **values: Any
+    ) -> tuple[str, str]:
         settings = form.build(values)
         try:
-            return start_training(ctx, owner, experiment, settings)
+            with serving(request):  # the jobs count for this client (fair turns, its cap)
+                return start_training(ctx, owner, experiment, settings)
         except UserError as err:
             return f"⚠️ {err}", train_command(experiment, settings)
 

@@ -175,6 +175,17 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX chat_votes_by_owner ON chat_votes (owner, experiment_id);
     """,
+    # v4 -> v5: fair use of the torch slot (rtdemo.jobs.runner). `fair_key` is who a job counts
+    # for when queued torch jobs take turns (the owner; an anonymous visitor's hashed client
+    # address in the app); `turn` numbers the torch jobs in the order they got the slot. Jobs of
+    # older workspaces count for their owner, and those that started took their turns in order.
+    """
+    ALTER TABLE jobs ADD COLUMN fair_key TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN turn INTEGER;
+    UPDATE jobs SET fair_key = owner;
+    UPDATE jobs SET turn = id WHERE started_at IS NOT NULL;
+    CREATE INDEX jobs_by_fair_key ON jobs (fair_key, turn);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -26,17 +26,21 @@ from rtdemo.errors import UserError
 from rtdemo.jobs import processes as job_processes
 from rtdemo.jobs.files import last_progress, read_progress, tail_log
 from rtdemo.jobs.processes import pid_alive
-from rtdemo.jobs.records import Job, uses_torch
+from rtdemo.jobs.records import Job, fetch_job, uses_torch
 from rtdemo.jobs.runner import (
     STALE_ERROR,
+    active_jobs_of,
     cancel_job,
     check_argv,
+    fair_order,
     get_job,
     list_jobs,
+    queue_position,
     refresh_stale,
     resume_job,
     running_torch_job,
     start_job,
+    torch_queue,
 )
 from rtdemo.workspace.store import Store, workspace_path
 from tests.helpers import kill_job_processes, wait_for
@@ -344,6 +348,75 @@ def test_torch_jobs_run_one_at_a_time_and_the_queue_advances_by_itself(store):
     assert status(store, third.id) == "cancelled" and read_progress(third) == []
     assert not (third.run_dir / "log.txt").exists()
     assert status(store, other.id) == "done"
+
+
+def _queued(job_id: int, key: str, owner: str | None = None) -> Job:
+    return Job(job_id, owner or key, None, "train", "queued", ["train"], [], None, None,
+               Path("runs") / f"{job_id}-train", None, False, "now", None, None, key)  # fmt: skip
+
+
+def test_queued_torch_jobs_take_turns_across_keys_and_keep_their_order_within_one():
+    # Client a (three owner ids, one key) queued first; b and c (never had a turn) come later.
+    queued = [_queued(1, "a"), _queued(2, "a"), _queued(3, "a"), _queued(4, "b"), _queued(5, "c")]
+    # a runs its turn 7 now: the keys that never had one go first, oldest queued first.
+    assert [j.id for j in fair_order(queued, {"a": 7})] == [4, 5, 1, 2, 3]
+    # b had its turn long ago (3), c never: c, then b (older turn than a's), then a, b, a...
+    queued += [_queued(6, "b"), _queued(7, "a")]
+    order = fair_order(queued, {"a": 7, "b": 3})
+    assert [j.id for j in order] == [5, 4, 1, 6, 2, 3, 7]
+    # Nothing ran yet: first come, first served across keys, then round-robin.
+    assert [j.id for j in fair_order(queued, {})] == [1, 4, 5, 2, 6, 3, 7]
+    # A job with no key (an old row) counts for its owner.
+    assert [j.id for j in fair_order([_queued(1, "", "x"), _queued(2, "y")], {"x": 1})] == [2, 1]
+
+
+@pytest.mark.slow
+def test_fresh_ids_from_one_client_do_not_delay_another_visitor_beyond_its_turn(store):
+    """The issue's case: one client with three fresh owner ids queues six training jobs behind the
+    running one; another visitor's training, queued after all of them, starts right after the
+    running job (its fair turn), not after the six."""
+    client = "client-0123456789abcdef0123"
+    owners = [f"anon-{i:016x}" for i in range(3)]
+    running = start_job(store, "train", sleeper(LONG, 0.1), owner=owners[0], fair_key=client)
+    theirs = [
+        start_job(store, "train", sleeper(2, 0.05), owner=owner, fair_key=client)
+        for owner in owners
+        for _ in range(2)
+    ]
+    visitor = start_job(store, "train", sleeper(2, 0.05), owner="hf:bea", fair_key="hf:bea")
+    assert running.status == "running" and running.turn == 1
+    assert all(j.status == "queued" for j in [*theirs, visitor])
+    assert active_jobs_of(store, client) == 7 and active_jobs_of(store, "hf:bea") == 1
+    assert [j.id for j in torch_queue(store)] == [visitor.id, *(j.id for j in theirs)]
+    assert queue_position(store, visitor.id) == (1, 7)
+    assert queue_position(store, theirs[0].id) == (2, 7)
+    assert queue_position(store, running.id) is None
+
+    cancel_job(store, running.id, owners[0])  # its end starts the next job (no refresh here)
+    wait_for(lambda: status(store, visitor.id) != "queued", what="the visitor's job to start")
+    assert [status(store, j.id) for j in theirs[1:]] == ["queued"] * 5
+    assert fetch_job(store, visitor.id).turn == 2
+    # Then the client's jobs, oldest first, one after the other.
+    wait_for(lambda: status(store, theirs[-1].id) == "done", what="the client's jobs", timeout=120)
+    started = [read_progress(fetch_job(store, j.id))[0]["time"] for j in [visitor, *theirs]]
+    assert started == sorted(started)
+
+
+@pytest.mark.slow
+def test_cli_shows_a_queued_torch_jobs_place_in_line(workspace, store, run_cli):
+    running = start_job(store, "train", sleeper(LONG, 0.1))
+    first = start_job(store, "evaluate", sleeper(1, 0.1))
+    second = start_job(store, "train", sleeper(1, 0.1))
+    ws = ["--workspace", str(workspace)]
+    out = run_cli("jobs", "list", *ws)
+    assert f"{second.id:>4}  train      queued 2/2" in out.stdout, out.stdout + out.stderr
+    assert f"{running.id:>4}  train      running " in out.stdout
+    listed = json.loads(run_cli("jobs", "list", "--json", *ws).stdout)
+    places = {job["id"]: job["queue"] for job in listed}
+    in_line = {"position": 1, "of": 2}, {"position": 2, "of": 2}
+    assert places == {running.id: None, first.id: in_line[0], second.id: in_line[1]}
+    out = run_cli("jobs", "show", first.id, *ws)
+    assert "in line    1 of 2 queued for the torch slot" in out.stdout, out.stdout
 
 
 def test_a_generation_with_a_local_model_is_a_torch_workload():

@@ -37,6 +37,7 @@ from rtdemo.ui.chat_view import plain
 from rtdemo.ui.experiments import TaskChoice, create_experiment
 from rtdemo.ui.session import AppContext
 from tests.fakes.openai_server import FakeOpenAIServer
+from tests.helpers import wait_for
 
 OTHER = "anon-ffffffffffffffff"
 KEY = "sk-" + "chat-key-never-stored-0123456789"
@@ -322,3 +323,97 @@ def test_a_client_chats_votes_and_exports(client, tmp_path, tiny_folder):
     assert note == "Exported 1 vote(s) with their exchanges."
     [line] = [json.loads(x) for x in Path(path).read_text().splitlines()]
     assert line["vote"] == "right" and line["question"] == question
+
+
+# -- chats never wait for each other (fair use of the machine) -----------------------------------
+
+
+def _training_that_runs(ctx: AppContext) -> int:
+    """A training job of another owner recorded as running, its heartbeat ahead of time (it never
+    goes stale while the test runs, however slow the machine)."""
+    with ctx.store() as store, store.transaction() as conn:
+        return conn.execute(
+            "INSERT INTO jobs (owner, kind, status, argv, run_dir, heartbeat_at, created_at, "
+            "started_at) VALUES (?, 'train', 'running', '[]', 'runs/x', ?, 'now', 'now')",
+            (OTHER, time.time() + 3600),
+        ).lastrowid
+
+
+def _end(ctx: AppContext, job: int) -> None:
+    with ctx.store() as store, store.transaction() as conn:
+        conn.execute("UPDATE jobs SET status = 'done' WHERE id = ?", (job,))
+
+
+def test_a_student_that_waited_long_enough_says_busy(ui_ctx, owner, trained, monkeypatch):
+    import torch
+
+    from rtdemo.ui.chat_actions import max_chats, student_wait_s
+
+    assert (max_chats({}), student_wait_s({})) == (8, 60.0)  # the defaults
+    assert max_chats({"RTDEMO_MAX_CHATS": "0"}) is None  # no limit
+    with pytest.raises(UserError, match="RTDEMO_CHAT_WAIT_S='soon'"):
+        student_wait_s({"RTDEMO_CHAT_WAIT_S": "soon"})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU rule
+    monkeypatch.setattr(chat_student, "WAIT_POLL_S", 0.05)
+    monkeypatch.setenv("RTDEMO_CHAT_WAIT_S", "0.2")
+    job = _training_that_runs(ui_ctx)
+    views, deadline = [], time.monotonic() + 60  # generous: it says "busy" after 0.2 s
+    for view in chat(ui_ctx, owner, trained, a_test_question(ui_ctx, owner, trained), FORM):
+        views.append(view)
+        assert time.monotonic() < deadline, "the student kept waiting"
+    assert any(f"waiting for training job {job}" in v.student_status for v in views)
+    final = views[-1]
+    assert f"⚠️ busy: training job {job} is using this CPU machine" in final.student_status
+    assert "Regenerate" in final.student_status and not final.student_rationale
+    assert "answer read" in final.teacher_status and final.exchange is not None
+    _end(ui_ctx, job)  # once it has ended, the student answers again
+    final = list(chat(ui_ctx, owner, trained, a_test_question(ui_ctx, owner, trained), FORM))[-1]
+    assert final.student_rationale and "busy" not in final.student_status
+
+
+@pytest.mark.slow
+def test_two_visitors_chat_at_once_while_a_training_runs(
+    client, tmp_path, tiny_folder, monkeypatch
+):
+    """Issue: a chat whose student waited for a training held the only chat slot, and another
+    visitor's chat stayed queued until the training ended. Now both teachers answer while both
+    students wait; a second question from the same page ends that page's first exchange."""
+    import torch
+    from gradio_client import Client
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU rule, in the app
+    monkeypatch.setenv("RTDEMO_CHAT_WAIT_S", "600")  # the students wait (no "busy" here)
+    ctx = AppContext.from_env(tmp_path / "workspace")
+    other = Client(client.src, verbose=False)
+    other.owner = other.predict(None, None, api_name="/session")[0].partition(".")[0]
+    settings = ("built-in (offline)", "", "", "chat", 0, 128, "cot", 12, "")
+    questions = {}
+    for visitor in (client, other):
+        visitor.predict("letters", *LETTERS, api_name="/create_experiment")
+        add_trained_run(ctx, visitor.owner, "letters", tiny_folder)
+        questions[visitor] = a_test_question(ctx, visitor.owner, "letters")
+    job = _training_that_runs(ctx)
+
+    def answered_while_waiting(exchange) -> bool:
+        shown = exchange.outputs()
+        if not shown:
+            return False
+        teacher, student = shown[-1][1], shown[-1][4]
+        return "answer read" in teacher and f"waiting for training job {job}" in student
+
+    first = client.submit("letters", questions[client], *settings, api_name="/chat")
+    wait_for(lambda: answered_while_waiting(first), what="the first visitor's teacher")
+    second = other.submit("letters", questions[other], *settings, api_name="/chat")
+    # Generous: before the fix this never happened while the training ran.
+    wait_for(lambda: answered_while_waiting(second), what="the other visitor's teacher, at once")
+    assert not first.done() and not second.done()  # both students are waiting, side by side
+
+    again = client.submit("letters", questions[client], *settings, api_name="/chat")
+    stopped = first.result(timeout=60)  # a page's new question ends its exchange before
+    assert "stopped before it answered" in stopped[4] and "answer read" in stopped[1]
+    wait_for(lambda: answered_while_waiting(again), what="the page's new exchange")
+
+    _end(ctx, job)  # the training ends: both students answer
+    for exchange in (again, second):
+        final = exchange.result(timeout=120)
+        assert final[5] and "⏳" not in final[4] and "⚠️" not in final[4], final[4]

@@ -376,3 +376,34 @@ def test_v3_workspace_upgrades_to_v4_with_chat_votes(tmp_path):
                 )
             conn.execute("DELETE FROM experiments WHERE id = ?", (exp.id,))
         assert store.read("SELECT COUNT(*) FROM chat_votes") == [(0,)]
+
+
+def test_v4_workspace_upgrades_to_v5_with_fairness_keys_and_turns(tmp_path):
+    """A workspace of the release before fair turns: its jobs count for their owners, those that
+    started took their turns in order, and the torch queue reads them."""
+    from rtdemo.jobs.runner import torch_queue
+
+    path = tmp_path / "ws" / DB_NAME
+    path.parent.mkdir()
+    _build_at(path, 4)
+    conn = sqlite3.connect(path)
+    rows = [  # (owner, status, started_at)
+        ("alice", "done", "2026-01-01"),
+        ("bob", "running", "2026-01-02"),
+        ("alice", "queued", None),
+        ("carol", "queued", None),
+    ]
+    for owner, status, started in rows:
+        conn.execute(
+            "INSERT INTO jobs (owner, kind, status, argv, run_dir, created_at, started_at) "
+            "VALUES (?, 'train', ?, '[]', 'runs/x', 'now', ?)",
+            (owner, status, started),
+        )
+    conn.commit()
+    conn.close()
+    with Store(tmp_path / "ws") as store:
+        assert _user_version(path) == SCHEMA_VERSION >= 5
+        keys = store.read("SELECT id, fair_key, turn FROM jobs ORDER BY id")
+        assert keys == [(1, "alice", 1), (2, "bob", 2), (3, "alice", None), (4, "carol", None)]
+        # carol never had a turn; alice had hers before bob's: carol, then alice.
+        assert [(j.id, j.fair_key) for j in torch_queue(store)] == [(4, "carol"), (3, "alice")]
