@@ -85,19 +85,32 @@ def byte_tokenizer() -> PreTrainedTokenizerBase:
 
 WORD = re.compile(r" [A-Za-z]+| [^\sA-Za-z0-9]+")
 MIN_SHARE = 0.1  # a word in at least this share of the texts becomes one token
+# Bounds on the word tokenizer, whatever the texts (an uploaded file, a teacher's rationales): a
+# word of n bytes adds a chain of n - 1 merges whose tokens hold 2..n bytes, so the tokenizer
+# grows with the square of the word's length. Longer words stay bytes; of more frequent words,
+# the most frequent are kept. At these bounds tokenizer.json stays under 1 MB, about 0.6 MB at
+# worst (tests check a hostile case); on the paper's twelve tasks and the demo the frequent words
+# are at most 14 bytes and at most 97, so these bounds change nothing there.
+MAX_WORD_BYTES = 24
+MAX_WORDS = 256
 
 
 def frequent_words(texts: Sequence[str], min_share: float = MIN_SHARE) -> list[str]:
     """Space-led words and symbols (" the", " -->") found in at least `min_share` of `texts`.
 
     On a task's training text these are its template words; names, numbers and answers are
-    rarer and stay bytes, so a student still sees every letter it has to reason about.
+    rarer and stay bytes, so a student still sees every letter it has to reason about. Words of
+    more than `MAX_WORD_BYTES` bytes (UTF-8) stay bytes too, and at most `MAX_WORDS` words are
+    returned (the most frequent; ties in alphabetical order), sorted.
     """
     counts: Counter[str] = Counter()
     for text in texts:
-        counts.update(set(WORD.findall(text)))
+        counts.update(
+            {w for w in WORD.findall(text) if len(w) > 2 and len(w.encode()) <= MAX_WORD_BYTES}
+        )
     floor = max(2, math.ceil(min_share * len(texts)))
-    return sorted(w for w, c in counts.items() if c >= floor and len(w) > 2)
+    frequent = sorted((-c, w) for w, c in counts.items() if c >= floor)
+    return sorted(w for _, w in frequent[:MAX_WORDS])
 
 
 def word_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerBase:
@@ -106,11 +119,17 @@ def word_tokenizer(words: Sequence[str]) -> PreTrainedTokenizerBase:
     Each word is reached by a chain of merges anchored at its leading space (" t", " th",
     " the"), so merges never apply inside a word that does not start the same way: the byte
     sequence of any other text is unchanged, decoding is exact, and a prompt's tokens stay a
-    prefix of prompt + completion's.
+    prefix of prompt + completion's. At most `MAX_WORDS` words of at most `MAX_WORD_BYTES`
+    bytes (what `frequent_words` returns); more is a `ValueError`, so the tokenizer's size is
+    bounded.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
+    if len(words) > MAX_WORDS:
+        raise ValueError(f"at most {MAX_WORDS} words become tokens, not {len(words)}")
+    if too_long := [w for w in words if len(w.encode()) > MAX_WORD_BYTES]:
+        raise ValueError(f"words longer than {MAX_WORD_BYTES} bytes stay bytes: {too_long[0]!r}")
     to_char = _bytes_to_unicode()
     vocab = {char: b for b, char in to_char.items()}
     merges: list[tuple[str, str]] = []

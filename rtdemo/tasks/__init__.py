@@ -43,6 +43,7 @@ class SourceOptions:
     question_column: str = "question"
     answer_column: str = "answer"
     answer: AnswerFormat | None = None  # a user file's answer type; default: the task's
+    max_rows: int | None = None  # a user file with more rows is refused (`TooManyRows`)
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
 
     def resolved(self) -> SourceOptions:
@@ -81,22 +82,35 @@ def pick_source(task: TaskSpec, options: SourceOptions, split: str) -> str:
 
 
 def load_examples(
-    key: str, split: str, source: str | None = None, options: SourceOptions | None = None
+    key: str,
+    split: str,
+    source: str | None = None,
+    options: SourceOptions | None = None,
+    limit: int | None = None,
 ) -> list[Example]:
-    """The `split` of task `key` from `source` (or the first available one)."""
+    """The `split` of task `key` from `source` (or the first available one).
+
+    `limit`: the first `limit` questions only; the synthetic source then generates no more than
+    it needs (the other sources read their whole file, bounded by its size)."""
     task = get_task(key)
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if source is not None and source not in SOURCES:
         raise UserError(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
+    if limit is not None and limit < 0:
+        raise UserError(f"the number of questions to take must be 0 or more, not {limit}")
     options = (options or SourceOptions()).resolved()
     source = source or pick_source(task, options, split)
+    if source == "synthetic":
+        return generate(task.key, options.synthetic, split, limit)
+    return _load(task, split, source, options)[:limit]
+
+
+def _load(task: TaskSpec, split: str, source: str, options: SourceOptions) -> list[Example]:
     if source == "paper":
         return load_paper(task, options.paper_data, split)
     if source == "hub":
         return load_hub(task, split, options.hub_dir, options.paper_data)
-    if source == "synthetic":
-        return generate(task.key, options.synthetic, split)
     if options.file is None:
         raise UserError("the file source needs a file (--file PATH)")
     examples = load_user_file(
@@ -104,5 +118,6 @@ def load_examples(
         options.answer or task.answer,
         question_column=options.question_column,
         answer_column=options.answer_column,
+        max_rows=options.max_rows,
     )
     return [e for e in examples if e.split == split]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from rtdemo.errors import UserError
 from rtdemo.tasks.types import Example
-from rtdemo.tasks.userfile import paper_split
+from rtdemo.tasks.userfile import TRAIN_FRACTION, paper_test_mask
 
 # The project's own list of first names (not the paper's), varied in length and ending letter.
 NAMES: tuple[str, ...] = tuple(
@@ -86,19 +86,37 @@ def last_letter_item(rng: random.Random, words: int) -> tuple[str, str]:
 GENERATORS = {"coin_flip": coin_flip_item, "last_letter_concatenation": last_letter_item}
 
 
-def generate(key: str, settings: SyntheticSettings, split: str | None = None) -> list[Example]:
-    """The synthetic task `key`, all of it or one split, in index order."""
+def split_size(size: int, split: str) -> int:
+    """How many of `size` synthetic questions fall in `split` (the paper's 70/30 rule), without
+    generating any: what quotas check before the work."""
+    train = round(size * TRAIN_FRACTION)
+    return train if split == "train" else size - train
+
+
+def generate(
+    key: str, settings: SyntheticSettings, split: str | None = None, limit: int | None = None
+) -> list[Example]:
+    """The synthetic task `key`, all of it or one split, in index order.
+
+    `limit`: only the first `limit` questions (of the split), and only the items up to the last
+    of them are generated, so a preview of a huge size costs what it shows.
+    """
     if key not in GENERATORS:
         raise UserError(f"{key} has no synthetic generator; only {', '.join(GENERATORS)} do")
+    if limit is not None and limit < 0:
+        raise UserError(f"the number of questions to take must be 0 or more, not {limit}")
     rng = random.Random(f"{key}:{settings.seed}")
     low = settings.min_length or settings.length
-    items = [
-        GENERATORS[key](rng, rng.randint(low, settings.length) if low < settings.length else low)
-        for _ in range(settings.size)
-    ]
-    split_of = {i: name for name, indices in paper_split(settings.size).items() for i in indices}
-    return [
-        Example(question, answer, split_of[i], i)
-        for i, (question, answer) in enumerate(items)
-        if split is None or split_of[i] == split
-    ]
+    in_test = paper_test_mask(settings.size).tolist()
+    out: list[Example] = []
+    for i in range(settings.size):
+        if limit is not None and len(out) >= limit:
+            break
+        # Every item draws from the one generator, in index order, wanted or not: the questions
+        # do not depend on the split or the limit asked for.
+        length = rng.randint(low, settings.length) if low < settings.length else low
+        question, answer = GENERATORS[key](rng, length)
+        name = "test" if in_test[i] else "train"
+        if split is None or name == split:
+            out.append(Example(question, answer, name, i))
+    return out

@@ -41,6 +41,14 @@ class _Problem(Exception):
     """A problem with one row or value; the caller prefixes the row's label."""
 
 
+class TooManyRows(UserError):
+    """A file with more rows than the reader was allowed to read (`load_user_file(max_rows=)`)."""
+
+    def __init__(self, name: str, max_rows: int) -> None:
+        super().__init__(f"{name} has more than {max_rows:,} rows")
+        self.max_rows = max_rows
+
+
 # One row as read: (0-based position, label for messages, its fields or what is wrong with it).
 _Row = tuple[int, str, "dict[str, Any] | _Problem"]
 
@@ -51,9 +59,16 @@ def paper_split(n: int) -> dict[str, list[int]]:
     A `RandomState(0)` permutation whose first `round(0.7 * n)` items are the training set; both
     index lists are sorted. It reproduces the paper's `split/<key>__default.json` files.
     """
+    test = paper_test_mask(n)
+    return {"train": np.flatnonzero(~test).tolist(), "test": np.flatnonzero(test).tolist()}
+
+
+def paper_test_mask(n: int) -> np.ndarray:
+    """`paper_split(n)` as a boolean array, True for the test items (fast for millions)."""
     perm = np.random.RandomState(0).permutation(n)
-    k = round(n * TRAIN_FRACTION)
-    return {"train": sorted(perm[:k].tolist()), "test": sorted(perm[k:].tolist())}
+    test = np.zeros(n, dtype=bool)
+    test[perm[round(n * TRAIN_FRACTION) :]] = True
+    return test
 
 
 def load_user_file(
@@ -62,6 +77,7 @@ def load_user_file(
     question_column: str = "question",
     answer_column: str = "answer",
     split_column: str | None = "split",
+    max_rows: int | None = None,
 ) -> list[Example]:
     """Read a user's task file into examples ordered by their 0-based row position (`index`).
 
@@ -69,16 +85,21 @@ def load_user_file(
     against `answer`; letters and yes/no are normalised ("(B)" -> "B", "YES"/true -> "yes"), numbers
     and text are kept as written. When `split_column` is among the file's columns its values
     (train/test) are used, otherwise `paper_split`. Raises `UserError` listing every problem.
+    `max_rows`: reading stops with `TooManyRows` at the first row beyond it (a bound on the work
+    a file may cost: reading a 200 MB file takes about a minute).
     """
     path = Path(path)
     kind = _format_of(path)
     text = _read_text(path, kind)
+    limit = math.inf if max_rows is None else max_rows
     if kind == "jsonl":
-        rows, columns = _jsonl_rows(text)
+        rows, columns = _jsonl_rows(text, limit)
     elif kind == "json":
-        rows, columns = _json_rows(text, path.name)
+        rows, columns = _json_rows(text, path.name, limit)
     else:
-        rows, columns = _csv_rows(text, "\t" if kind == "tsv" else ",", path.name)
+        rows, columns = _csv_rows(text, "\t" if kind == "tsv" else ",", path.name, limit)
+    if len(rows) > limit:
+        raise TooManyRows(path.name, int(limit))
     if not rows:
         raise UserError(f"{path.name} has no rows")
     if columns:  # none when no row could be read at all; the row problems say why
@@ -154,13 +175,18 @@ def _decode_error(raw: bytes, bom: int, start: int, end: int, kind: str, name: s
     )
 
 
-def _jsonl_rows(text: str) -> tuple[list[_Row], list[str]]:
+# The row readers stop once they hold one row more than `limit`: the caller refuses the file.
+
+
+def _jsonl_rows(text: str, limit: float) -> tuple[list[_Row], list[str]]:
     rows: list[_Row] = []
     columns: dict[str, None] = {}  # ordered set: the columns in order of first appearance
     # Split on "\n" only: str.splitlines would also split on U+2028, which JSON strings may hold.
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
+        if len(rows) > limit:
+            break
         rows.append((len(rows), f"line {number}", _parse_object(line, columns)))
     return rows, list(columns)
 
@@ -182,7 +208,7 @@ def _as_object(value: object, columns: dict[str, None]) -> dict[str, Any] | _Pro
     return value
 
 
-def _json_rows(text: str, name: str) -> tuple[list[_Row], list[str]]:
+def _json_rows(text: str, name: str, limit: float) -> tuple[list[_Row], list[str]]:
     if not text.strip():
         return [], []
     try:
@@ -203,17 +229,19 @@ def _json_rows(text: str, name: str) -> tuple[list[_Row], list[str]]:
     rows: list[_Row] = []
     columns: dict[str, None] = {}
     for index, value in enumerate(data):
+        if len(rows) > limit:
+            break
         rows.append((index, f"row {index + 1}", _as_object(value, columns)))
     return rows, list(columns)
 
 
-def _csv_rows(text: str, delimiter: str, name: str) -> tuple[list[_Row], list[str]]:
+def _csv_rows(text: str, delimiter: str, name: str, limit: float) -> tuple[list[_Row], list[str]]:
     if csv.field_size_limit() < CSV_FIELD_LIMIT:  # only ever raised: the limit is process-wide
         csv.field_size_limit(CSV_FIELD_LIMIT)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header: list[str] | None = None
     rows: list[_Row] = []
-    while True:
+    while len(rows) <= limit:
         first_line = reader.line_num + 1
         label = f"row {len(rows) + 1} (line {first_line})"
         try:

@@ -1,9 +1,12 @@
-"""The training loop's plumbing: progress and cancel as a Trainer callback, checkpoints, and
-the agreement between data-parallel processes (`rtdemo.training.trainer.train` uses all of it)."""
+"""The training loop's plumbing: progress and cancel as a Trainer callback, checkpoints (finding
+the last, pruning a finished run's), and the agreement between data-parallel processes
+(`rtdemo.training.trainer.train` uses all of it)."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -81,6 +84,24 @@ def last_checkpoint(output_dir: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
     return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+
+
+CHECKPOINT = re.compile(r"checkpoint-\d+")
+
+
+def prune_checkpoints(output_dir: Path) -> list[str]:
+    """Delete every `checkpoint-N` folder of `output_dir`; return their names.
+
+    For a finished run (its `final/` written): a checkpoint only serves to resume an unfinished
+    one, and holds the optimizer's state too (about three times the weights of a full run)."""
+    if not output_dir.is_dir():
+        return []
+    pruned = sorted(
+        p.name for p in output_dir.iterdir() if p.is_dir() and CHECKPOINT.fullmatch(p.name)
+    )
+    for name in pruned:
+        shutil.rmtree(output_dir / name)
+    return pruned
 
 
 def distributed_state():

@@ -59,10 +59,15 @@ def check_run_name(name: str) -> None:
     check_name(name, "run name", "cot-d1")
 
 
+def runs_folder(store: Store, experiment: Experiment) -> Path:
+    """The folder of all the experiment's student runs."""
+    return store.workspace / "runs" / "students" / f"{experiment.id}-{experiment.name}"
+
+
 def run_folder(store: Store, experiment: Experiment, name: str) -> Path:
     """Where a student run's checkpoints and final model go (a bad name: `UserError`)."""
     check_run_name(name)
-    return store.workspace / "runs" / "students" / f"{experiment.id}-{experiment.name}" / name
+    return runs_folder(store, experiment) / name
 
 
 def create_run(

@@ -90,9 +90,13 @@ class TrainSettings:
     kind: Literal["auto", "causal", "seq2seq"] = setting(
         "auto", "architecture the recipe is for; a student of the other kind is refused"
     )
-    tiny_layers: AtLeast1 = setting(4, "tiny student only: transformer layers")
-    tiny_width: Annotated[int, Field(ge=4, multiple_of=4)] = setting(
-        128, "tiny student only: hidden size (a multiple of 4 heads)"
+    # Bounded (at most GPT-2 small's shape): the app's visitors choose them, and the model's
+    # size, on disk in every checkpoint, grows with layers × width².
+    tiny_layers: Annotated[int, Field(ge=1, le=12)] = setting(
+        4, "tiny student only: transformer layers (at most 12)"
+    )
+    tiny_width: Annotated[int, Field(ge=4, le=768, multiple_of=4)] = setting(
+        128, "tiny student only: hidden size (a multiple of 4 heads, at most 768)"
     )
     tiny_tokenizer: Literal["words", "bytes"] = setting(
         "words",

@@ -20,6 +20,13 @@ trained even when the tokenizer pads with EOS:
 Both: dynamic padding in length-grouped batches, AdamW, a checkpoint each epoch (and at the end,
 and on cancel) in `output_dir/checkpoint-N`, bf16 or fp32 decided at run time (`choose_precision`).
 
+Checkpoints, the policy: while a run trains it keeps only its newest checkpoint (and, with a
+validation split, the best one too, which `final/` is taken from); once it has finished and written
+`final/`, its checkpoints are deleted (`prune_checkpoints`): they only serve to resume an
+unfinished run, and each holds the optimizer's state too. A cancelled or failed run keeps its last
+checkpoint, so that it resumes. `train(..., keep_checkpoints=True)` keeps them (to continue a
+finished run with more steps, as a test does); the app and the CLI never do.
+
 Settings, recipes and `TrainResult` live in `rtdemo.training.settings`; record checks, the
 validation split and the batch order in `rtdemo.training.data`; progress, cancel and checkpoints in
 `rtdemo.training.callbacks`. This module builds the trainer and runs it (`build_trainer`, `train`).
@@ -27,7 +34,8 @@ validation split and the batch order in `rtdemo.training.data`; progress, cancel
 Output folder:
 
     output_dir/base/               the tiny student as built (student="tiny" only)
-    output_dir/checkpoint-N/       the last few checkpoints (model, optimizer, scheduler, RNG)
+    output_dir/checkpoint-N/       the newest checkpoint (model, optimizer, scheduler, RNG),
+                                   until the run finishes
     output_dir/final/              the trained student: full weights, or the LoRA adapter
     output_dir/train_result.json   `TrainResult` as JSON
 
@@ -55,6 +63,7 @@ from rtdemo.training.callbacks import (
     is_main_process,
     last_checkpoint,
     progress_callback,
+    prune_checkpoints,
     synced,
 )
 from rtdemo.training.data import check_records, epoch_seeded, preflight, split_validation
@@ -114,7 +123,7 @@ def _training_args(settings: TrainSettings, output_dir: Path, precision: Precisi
         "logging_steps": settings.logging_steps,
         # Evaluation needs epoch checkpoints to pick the best one from.
         "save_strategy": "epoch" if settings.save_every_epoch or val else "no",
-        "save_total_limit": 3,
+        "save_total_limit": 1,  # the newest (with validation, the best is kept as well)
         "eval_strategy": "epoch" if val else "no",
         "load_best_model_at_end": val,
         "metric_for_best_model": "eval_loss" if val else None,
@@ -264,6 +273,7 @@ def train(
     on_progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     val_records: list[dict] | None = None,
+    keep_checkpoints: bool = False,
 ) -> TrainResult:
     """Fine-tune `settings.student` on prompt-completion `records` into `output_dir`.
 
@@ -273,6 +283,8 @@ def train(
     seconds) every `logging_steps`. `should_stop()` is polled between phases and after every
     (micro-)step: once True, the run saves a checkpoint and returns `stopped=True`, no `final/`.
     `val_records` (else `settings.val_fraction`) turns on per-epoch validation and keeps the best.
+    A finished run deletes its checkpoints (module docstring) unless `keep_checkpoints`; its
+    result's `last_checkpoint` is then None (`best_checkpoint` still names the best epoch's).
     """
     output_dir = Path(output_dir)
     _quiet_libraries()
@@ -342,6 +354,8 @@ def train(
     result.epoch = float(state.epoch or 0)
     result.tokens_per_second = round(callback.tokens_per_second(state), 1)
     result.resumed_from_step = callback.start_step if checkpoint and resume else None
+    if not callback.stopped and not keep_checkpoints and trainer.is_world_process_zero():
+        prune_checkpoints(output_dir)
     result.last_checkpoint = last_checkpoint(output_dir)
     result.best_checkpoint, result.best_eval_loss = state.best_model_checkpoint, state.best_metric
     result.last_loss = callback.last_loss

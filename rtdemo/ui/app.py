@@ -40,6 +40,7 @@ from rtdemo.ui.session import (
 )
 from rtdemo.ui.task_tab import build_task_tab
 from rtdemo.ui.teacher_tab import build_teacher_tab
+from rtdemo.ui.theme import delete_cache
 from rtdemo.ui.train_tab import build_train_tab
 
 TITLE = "Reasoning Teacher Studio"
@@ -107,7 +108,7 @@ def build_app(workspace: str | Path | None = None) -> gr.Blocks:
             stacklevel=2,
         )
     key = owner_key(ctx.workspace)
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=delete_cache()) as demo:
         gr.Markdown(
             f"# {TITLE}\nTeach a small model to reason from a large one "
             "([Fine-tune-CoT](https://arxiv.org/abs/2212.10071)): pick a task, let a teacher "

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rtdemo.errors import UserError
+from rtdemo.hosting.quotas import owner_is_visitor
 from rtdemo.tasks import TASKS, SourceOptions, load_examples, pick_source
-from rtdemo.tasks.synthetic import SyntheticSettings
-from rtdemo.tasks.types import AnswerFormat
-from rtdemo.ui.session import AppContext, check_owner, keep_upload
+from rtdemo.tasks.synthetic import SyntheticSettings, split_size
+from rtdemo.tasks.types import SPLITS, AnswerFormat
+from rtdemo.tasks.userfile import TooManyRows
+from rtdemo.ui.session import AppContext, check_owner, kept_upload
 
 AUTO = "first available"
 
@@ -47,8 +49,8 @@ class TaskChoice:
                 argv += ["--answer-type", self.answer_type]
         return argv
 
-    def options(self, file: Path | None) -> SourceOptions:
-        """The `SourceOptions` of this choice."""
+    def options(self, file: Path | None, max_rows: int | None = None) -> SourceOptions:
+        """The `SourceOptions` of this choice (`max_rows`: of a file, see `SourceOptions`)."""
         answer = AnswerFormat(self.answer_type) if self.answer_type else None
         return SourceOptions(
             file=file,
@@ -56,6 +58,7 @@ class TaskChoice:
             answer_column=self.answer_column or "answer",
             answer=answer,
             synthetic=SyntheticSettings(seed=self.seed, size=self.size, length=self.length),
+            max_rows=max_rows,
         )
 
 
@@ -67,19 +70,47 @@ def experiment_names(ctx: AppContext, owner: str | None) -> list[str]:
         return [e.name for e in store.list_experiments(owner)]
 
 
-def _load_split(choice: TaskChoice, split: str, file: Path | None) -> list:
-    source = None if choice.source == AUTO else choice.source
+def _load_split(choice: TaskChoice, split: str, source: str, options: SourceOptions) -> list:
+    limit = choice.limit if choice.limit > 0 else None
     try:
-        examples = load_examples(choice.key, split, source, choice.options(file))
+        return load_examples(choice.key, split, source, options, limit=limit)
+    except TooManyRows as err:
+        raise UserError(
+            f"{err}, the most this app reads from a file of a visitor who is not logged in "
+            "(twice the questions per split they may keep): keep a sample of the rows, log in "
+            "with Hugging Face, or run the app on your own machine"
+        ) from None
     except UserError as err:
         if split == "test" and "split" in str(err).lower():
             return []  # a user file with train rows only: evaluation needs a test split later
         raise
-    return examples[: choice.limit] if choice.limit > 0 else examples
+
+
+def planned_questions(choice: TaskChoice, sources: dict[str, str]) -> int | None:
+    """The most questions per split the synthetic splits of a choice would snapshot, known
+    before generating any (None when no split is synthetic: a file's rows are counted there)."""
+    sizes = [split_size(choice.size, s) for s, source in sources.items() if source == "synthetic"]
+    if not sizes:
+        return None
+    return max(min(n, choice.limit) if choice.limit > 0 else n for n in sizes)
+
+
+def visitor_max_rows(ctx: AppContext, owner: str) -> int | None:
+    """The most rows read from a visitor's file: twice the questions per split they may keep (a
+    larger file has a larger split, or is cut down by a limit after all of it was read)."""
+    cap = ctx.quotas.visitor_max_questions
+    return 2 * cap if cap and owner_is_visitor(owner) else None
 
 
 def create_experiment(ctx: AppContext, owner: str | None, name: str, choice: TaskChoice) -> str:
-    """Create the owner's experiment `name` with a snapshot of its questions; a status line."""
+    """Create the owner's experiment `name` with a snapshot of its questions; a status line.
+
+    Every check that needs no work comes first: the name, the task, the synthetic settings and
+    the number of questions they make against the visitor cap (`planned_questions`), so a huge
+    request is refused at once. The upload is kept (`kept_upload`: its size and the disk caps
+    checked) only for a file source, and deleted again if the experiment is not created; a
+    visitor's file is read up to twice the question cap in rows (`visitor_max_rows`).
+    """
     owner = check_owner(owner)
     name = (name or "").strip()
     if not name:
@@ -88,22 +119,32 @@ def create_experiment(ctx: AppContext, owner: str | None, name: str, choice: Tas
         raise UserError(f"unknown task {choice.key!r}: pick one in the Task tab")
     if choice.source == "file" and not choice.file:
         raise UserError("the source is 'file': upload your file in the Task tab first")
+    if choice.limit < 0:
+        raise UserError(f"questions per split must be 0 (all) or more, not {choice.limit:,}")
+    options = choice.options(Path(choice.file) if choice.file else None).resolved()  # checks
+    # The sources actually used ("first available" resolved): the paper's figures compare only
+    # with an experiment on the paper's own files (rtdemo.evaluation.results.paper_source).
+    sources = {
+        split: pick_source(TASKS[choice.key], options, split) if choice.source == AUTO
+        else choice.source
+        for split in SPLITS
+    }  # fmt: skip
+    planned = planned_questions(choice, sources)
+    if planned is not None:
+        ctx.quotas.check_questions(owner, planned, "pick a smaller size or questions per split")
     with ctx.store() as store:
         if name in {e.name for e in store.list_experiments(owner)}:
             raise UserError(f"you already have an experiment named {name!r}: pick another name")
-    file = keep_upload(ctx, owner, choice.file) if choice.file else None
-    train = _load_split(choice, "train", file)
-    test = _load_split(choice, "test", file)
-    ctx.quotas.check_questions(owner, max(len(train), len(test)))
-    # The source actually used ("first available" resolved): the paper's figures compare only with
-    # an experiment on the paper's own files (rtdemo.evaluation.results.paper_source).
-    source = choice.source
-    if source == AUTO:
-        source = pick_source(TASKS[choice.key], choice.options(file).resolved(), "train")
-    config = {"source": source, "source_argv": choice.source_argv(file)}
-    with ctx.store() as store:
-        exp = store.create_experiment(name, choice.key, owner=owner, config=config)
-        store.add_questions(exp.id, train + test)
+    upload = choice.file if "file" in sources.values() else None
+    with kept_upload(ctx, owner, upload) as file:
+        kept = choice.options(file, visitor_max_rows(ctx, owner))
+        train = _load_split(choice, "train", sources["train"], kept)
+        test = _load_split(choice, "test", sources["test"], kept)
+        ctx.quotas.check_questions(owner, max(len(train), len(test)))
+        config = {"source": sources["train"], "source_argv": choice.source_argv(file)}
+        with ctx.store() as store:
+            exp = store.create_experiment(name, choice.key, owner=owner, config=config)
+            store.add_questions(exp.id, train + test)
     return (
         f"Created **{exp.name}** ({TASKS[exp.task].name}): {len(train)} train and {len(test)} "
         "test questions. Next: the Teacher tab."

@@ -18,20 +18,24 @@ Messages: a handler's `UserError` is shown in its tab as a "⚠️ message" line
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import wraps
 from pathlib import Path
 from typing import Any
 
+from gradio.utils import get_upload_folder
+
 from rtdemo.errors import UserError
 from rtdemo.hosting.access import check_command
+from rtdemo.hosting.disk import owner_bytes, tree_bytes, upload_folder
 from rtdemo.hosting.fairness import check_client_jobs, current_client, fair_key
 from rtdemo.hosting.quotas import LOGGED_IN_PREFIX, Quotas
 from rtdemo.jobs.plan import JobPlan, start_plan
@@ -150,9 +154,10 @@ class AppContext:
 
         `argv` is the job's command line as the request describes it (`request.argv()`): what
         the host allows (`rtdemo.hosting.access`) is checked on it before anything touches the
-        disk or the network, then the owner's running-jobs quota, then `plan(store)` validates
-        the request (a `UserError` before any job exists). Secrets travel in the plan's `env`
-        to the job's environment only, never in its command line, the store or a file.
+        disk or the network, then the owner's running-jobs quota and the disk caps
+        (`check_disk`), then `plan(store)` validates the request (a `UserError` before any job
+        exists). Secrets travel in the plan's `env` to the job's environment only, never in its
+        command line, the store or a file.
 
         The job counts for the client of the request being served (`rtdemo.hosting.fairness`:
         the handlers that start jobs run inside `serving(request)`) when the owner is an
@@ -166,7 +171,17 @@ class AppContext:
             self.quotas.check_running(owner, len(self.active_jobs(store, owner)))
             if key != owner:
                 check_client_jobs(active_jobs_of(store, key))
+            self.check_disk(store, owner)
             return start_plan(store, plan(store), owner, fair_key=key)
+
+    def check_disk(self, store: Store, owner: str, upload: int | None = None) -> None:
+        """Refuse a job (or an upload of `upload` bytes) when the owner's files or the whole
+        workspace are at their disk cap (`Quotas.check_disk`; measured only when capped)."""
+        if not (self.quotas.max_owner_disk_mb or self.quotas.max_disk_mb):
+            return
+        used = owner_bytes(store, owner) if self.quotas.max_owner_disk_mb else 0
+        total = tree_bytes(self.workspace) if self.quotas.max_disk_mb else 0
+        self.quotas.check_disk(used, total, upload)
 
 
 def cancel_current(store: Store, owner: str, jobs: Sequence[Job], nothing: str) -> list[Job]:
@@ -181,15 +196,63 @@ def cancel_current(store: Store, owner: str, jobs: Sequence[Job], nothing: str) 
 
 
 def keep_upload(ctx: AppContext, owner: str, path: str | Path) -> Path:
-    """Copy an uploaded file (Gradio's temporary copy) into the owner's folder; return the copy."""
+    """Copy an uploaded file (Gradio's temporary copy) into the owner's folder; return the copy.
+
+    Its size (`Quotas.check_upload`) and the disk caps are checked before anything is copied.
+    A file refused for its size is deleted from Gradio's upload folder too; one refused for the
+    disk caps stays there (Gradio keeps identical uploads of several visitors in one file) until
+    Gradio's cache cleaning removes it (`RTDEMO_UPLOAD_TTL_S`). A copy that fails
+    halfway is removed. Use `kept_upload` to have the copy removed when the work it is for fails.
+    """
     source = Path(path)
     if not source.is_file():
         raise UserError(f"the uploaded file {source.name} is gone: upload it again")
-    folder = ctx.workspace / "uploads" / owner
+    size = source.stat().st_size
+    try:
+        ctx.quotas.check_upload(source.name, size)
+    except UserError:
+        _discard_gradio_upload(source)
+        raise
+    with ctx.store() as store:
+        ctx.check_disk(store, owner, upload=size)
+    folder = upload_folder(ctx.workspace, owner)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{secrets.token_hex(4)}-{source.name}"
-    shutil.copyfile(source, target)
+    try:
+        shutil.copyfile(source, target)
+    except OSError as err:
+        target.unlink(missing_ok=True)
+        raise UserError(
+            f"cannot keep the uploaded file {source.name}: {err.strerror or err}"
+        ) from None
     return target
+
+
+@contextlib.contextmanager
+def kept_upload(ctx: AppContext, owner: str, path: str | Path | None) -> Iterator[Path | None]:
+    """`keep_upload(ctx, owner, path)` for the block of work that uses it (None without an
+    upload); if the block raises, the kept copy is deleted again: a refused file stays nowhere."""
+    if not path:
+        yield None
+        return
+    copy = keep_upload(ctx, owner, path)
+    try:
+        yield copy
+    except BaseException:
+        copy.unlink(missing_ok=True)
+        raise
+
+
+def _discard_gradio_upload(path: Path) -> None:
+    """Delete `path` (and its folder, once empty) if it is in Gradio's upload folder."""
+    folder = Path(get_upload_folder()).resolve()
+    path = path.resolve()
+    if not path.is_relative_to(folder) or path == folder:
+        return
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # another upload may share the folder: then it stays
+        if path.parent != folder:
+            path.parent.rmdir()
 
 
 def cli_text(argv: Sequence[str]) -> str:

@@ -10,13 +10,15 @@ from pathlib import Path
 import gradio as gr
 
 from rtdemo.errors import UserError
-from rtdemo.tasks import TASKS, SourceOptions, load_examples, source_status
+from rtdemo.tasks import TASKS, SourceOptions, get_task, load_examples, pick_source, source_status
+from rtdemo.tasks.synthetic import split_size
 from rtdemo.tasks.types import SOURCES, SPLITS
 from rtdemo.ui.experiments import AUTO, TaskChoice
 from rtdemo.ui.forms import FormFields
 
 OVERVIEW_HEADERS = ["task", "name", "answer type", "paper train/test", "available here"]
 PREVIEW_HEADERS = ["#", "split", "question", "answer"]
+MAX_PREVIEW = 1000  # rows a preview shows at most (a synthetic task generates only those)
 
 
 def task_overview() -> list[list[str]]:
@@ -71,12 +73,22 @@ def preview(
             limit=0,
         )
         options = choice.options(Path(file) if file else None)
-        examples = load_examples(key, split, None if source == AUTO else source, options)
+        task = get_task(key)
+        used = pick_source(task, options.resolved(), split) if source == AUTO else source
+        wanted = min(max(0, int(limit or 0)), MAX_PREVIEW)
+        if used == "synthetic":  # generates only what it shows, whatever the size asked for
+            shown = load_examples(key, split, used, options, limit=wanted)
+            total = split_size(options.synthetic.size, split)
+        else:
+            examples = load_examples(key, split, used, options)
+            shown, total = examples[:wanted], len(examples)
     except UserError as err:
         return [], f"⚠️ {err}"
-    shown = examples[: max(0, int(limit))]
     rows = [[e.index, e.split, e.question, e.answer] for e in shown]
-    return rows, f"{len(shown)} of {len(examples)} {split} questions of {TASKS[key].name}."
+    status = f"{len(shown)} of {total} {split} questions of {task.name}."
+    if limit and limit > MAX_PREVIEW:
+        status += f" The preview shows at most {MAX_PREVIEW:,}."
+    return rows, status
 
 
 ANSWER_TYPES = ["", "number", "letter", "yes_no", "text"]

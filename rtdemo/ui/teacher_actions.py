@@ -28,7 +28,7 @@ from rtdemo.jobs.runner import cancel_job, resume_job
 from rtdemo.redaction import URL_ENV, hide_folder, redact_url
 from rtdemo.teachers.spec import KEY_ENV, TeacherSpec
 from rtdemo.ui.job_view import job_status
-from rtdemo.ui.session import ACTIVE, AppContext, check_owner, cli_text, keep_upload
+from rtdemo.ui.session import ACTIVE, AppContext, check_owner, cli_text, kept_upload
 from rtdemo.workspace.store import Experiment, Store
 
 KINDS = ["generate"]
@@ -150,18 +150,19 @@ def start_generation(
         )
     questions = min(count, int(choice.limit)) if choice.limit else count
     ctx.quotas.check_samples(owner, questions, int(choice.samples))
-    # Kept in the owner's folder: the job (and a resume) reads it after Gradio's copy is gone.
-    replay = keep_upload(ctx, owner, choice.replay_file) if choice.replay_file else None
-    request = choice.request(exp, replay)
-    key = _secrets(choice, key).get(KEY_ENV)
+    # Kept in the owner's folder: the job (and a resume) reads it after Gradio's copy is gone;
+    # deleted again if the job does not start.
+    with kept_upload(ctx, owner, choice.replay_file) as replay:
+        request = choice.request(exp, replay)
+        key = _secrets(choice, key).get(KEY_ENV)
 
-    def plan(store: Store) -> JobPlan:
-        return generation_plan(store, request, owner, api_key=key, app_key=True)
+        def plan(store: Store) -> JobPlan:
+            return generation_plan(store, request, owner, api_key=key, app_key=True)
 
-    try:
-        job = ctx.start(owner, request.argv(), plan)
-    except ValueError as err:  # an argument that looks like a secret (a key pasted as a model)
-        raise UserError(str(err)) from None
+        try:
+            job = ctx.start(owner, request.argv(), plan)
+        except ValueError as err:  # an argument that looks like a secret (a key as a model)
+            raise UserError(str(err)) from None
     message = (
         f"Started job {job.id}: {choice.samples} sample(s) × {questions} {choice.split} "
         "questions. It runs on the server: you may close this page and come back."

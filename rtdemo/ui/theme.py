@@ -1,6 +1,12 @@
-"""Look and feel, in one place: Gradio 6 takes theme, css, js and head in `launch()`.
+"""Look and feel, and the launch settings, in one place: Gradio 6 takes theme, css, js and head
+in `launch()`.
 
 `app.py` and the tests both launch with `launch_kwargs()`, so what the tests see is what users see.
+It sets Gradio's `max_file_size` from `RTDEMO_MAX_UPLOAD_MB` (`rtdemo.hosting.quotas`): Gradio
+stops a larger upload while it arrives (HTTP 413) and deletes what it had written, and the
+browser's upload widget refuses such a file before sending it. `delete_cache()` is the app's
+`gr.Blocks(delete_cache=...)`: Gradio's temporary files (uploads, downloads) are deleted once
+`RTDEMO_UPLOAD_TTL_S` old, so an upload nobody used does not stay.
 
 Keyboard shortcuts (the Review tab): one listener on the page clicks the button whose element id
 `SHORTCUTS` maps the key to. It does nothing while the user types (text boxes, dropdowns), with a
@@ -11,6 +17,8 @@ screen (another tab is open), so a key never acts on a sample the reviewer canno
 from __future__ import annotations
 
 import json
+
+from rtdemo.hosting.quotas import Quotas
 
 CSS = """
 .rt-note { font-size: 0.9em; opacity: 0.85; }
@@ -61,4 +69,17 @@ def launch_kwargs() -> dict:
     """Keyword arguments for `demo.launch(...)` shared by `app.py` and the tests."""
     import gradio as gr
 
-    return {"theme": gr.themes.Soft(), "css": CSS, "head": HEAD, "show_error": True}
+    return {
+        "theme": gr.themes.Soft(),
+        "css": CSS,
+        "head": HEAD,
+        "show_error": True,
+        "max_file_size": Quotas.from_env().max_upload_bytes,
+    }
+
+
+def delete_cache() -> tuple[int, int] | None:
+    """`gr.Blocks(delete_cache=...)`: (how often, how old) in seconds, from
+    `RTDEMO_UPLOAD_TTL_S`; None (for 0): Gradio never deletes its temporary files."""
+    ttl = Quotas.from_env().upload_ttl_s
+    return (max(1, ttl // 10), ttl) if ttl else None

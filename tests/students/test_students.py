@@ -173,3 +173,54 @@ def test_word_tokenizer_keeps_names_as_letters_and_shortens_the_template():
     pieces = [tok.decode([i]) for i in tok(' "Rosalind Otto"')["input_ids"]]
     assert pieces[-3:] == ["t", "o", '"'] and "d" in pieces  # every letter of a name is its own
     assert tok.eos_token_id != tok.pad_token_id
+
+
+def _hostile_texts() -> list[str]:
+    """Texts built to blow the word tokenizer up: a 20,000-character word in every text, 400
+    distinct 24-byte words of 2-byte symbols (more than MAX_WORDS, each at the byte limit, little
+    shared prefix) in half of them, and 25-byte words in every text; plus a template word
+    (" answer") in every text."""
+    import random
+
+    from rtdemo.students.loading import MAX_WORD_BYTES
+
+    rng = random.Random(0)
+    symbols = [chr(c) for c in range(0xA1, 0x250)]
+    many = [" " + "".join(rng.choices(symbols, k=11)) + "!" for _ in range(400)]
+    too_long = [" " + "x" * (MAX_WORD_BYTES - 1) + c for c in "abc"]
+    assert {len(w.encode()) for w in many} == {MAX_WORD_BYTES}
+    assert {len(w.encode()) for w in too_long} == {MAX_WORD_BYTES + 1}
+    huge = " " + "z" * 20_000
+    return [
+        "Q ###" + huge + "".join(too_long) + ("".join(many) if i % 2 else "") + " the answer is"
+        for i in range(20)
+    ]
+
+
+def test_hostile_texts_leave_the_word_tokenizer_under_a_fixed_size(tmp_path):
+    """Issue 12: a 20,000-character word made tokenizer.json 401 MB (its size grows with the
+    square of the word's length). Now long words stay bytes and the words are capped."""
+    from rtdemo.students.loading import MAX_WORD_BYTES, MAX_WORDS, frequent_words
+
+    texts = _hostile_texts()
+    words = frequent_words(texts)
+    assert len(words) == MAX_WORDS
+    assert {" answer", " the", " is"} <= set(words)  # the most frequent are kept
+    assert max(len(w.encode()) for w in words) == MAX_WORD_BYTES
+    assert not any(w.startswith((" z", " xxx")) for w in words)
+    folder = build_tiny_student(tmp_path / "tiny", layers=1, width=8, heads=1, texts=texts)
+    assert (folder / "tokenizer.json").stat().st_size < 1_000_000
+    _, tok, _ = load_student(folder, for_training=True)
+    huge = " " + "z" * 20_000
+    assert len(tok(huge)["input_ids"]) == 20_001  # bytes
+    assert tok.decode(tok(texts[1])["input_ids"]) == texts[1]
+
+
+def test_word_tokenizer_refuses_words_beyond_its_bounds():
+    from rtdemo.students.loading import MAX_WORD_BYTES, MAX_WORDS, word_tokenizer
+
+    with pytest.raises(ValueError, match="stay bytes"):
+        word_tokenizer([" " + "a" * MAX_WORD_BYTES])
+    with pytest.raises(ValueError, match=f"at most {MAX_WORDS} words"):
+        word_tokenizer([f" w{i:04d}" for i in range(MAX_WORDS + 1)])
+    assert len(word_tokenizer([" " + "a" * (MAX_WORD_BYTES - 1)])) > 258

@@ -80,3 +80,38 @@ def test_a_length_range_mixes_question_lengths_deterministically():
     assert fixed == generate("coin_flip", SyntheticSettings(seed=3, size=5, min_length=4))
     with pytest.raises(UserError, match="min length"):
         SyntheticSettings(length=3, min_length=5)
+
+
+def test_split_size_is_known_before_generating():
+    from rtdemo.tasks.synthetic import split_size
+
+    for size in (1, 2, 7, 30, 500, 1001):
+        settings = SyntheticSettings(seed=1, size=size)
+        for split in ("train", "test"):
+            assert split_size(size, split) == len(generate("coin_flip", settings, split))
+    assert (split_size(1_000_000, "train"), split_size(1_000_000, "test")) == (700_000, 300_000)
+
+
+def test_a_limit_takes_the_first_questions_and_generates_only_up_to_them(monkeypatch):
+    from rtdemo.tasks import synthetic
+
+    settings = SyntheticSettings(seed=2, size=300, length=3, min_length=2)
+    for split in ("train", "test", None):
+        whole = generate("last_letter_concatenation", settings, split)
+        assert generate("last_letter_concatenation", settings, split, 7) == whole[:7]
+        options = SourceOptions(synthetic=settings)
+        if split is not None:
+            taken = load_examples("last_letter_concatenation", split, "synthetic", options, 7)
+            assert taken == whole[:7]
+    assert generate("coin_flip", settings, "train", 0) == []
+    with pytest.raises(UserError, match="0 or more"):
+        load_examples("coin_flip", "train", "synthetic", SourceOptions(), limit=-1)
+
+    calls = []
+    real = synthetic.GENERATORS["coin_flip"]
+    monkeypatch.setitem(
+        synthetic.GENERATORS, "coin_flip", lambda rng, n: calls.append(n) or real(rng, n)
+    )
+    huge = SyntheticSettings(size=synthetic.MAX_SIZE)
+    assert len(generate("coin_flip", huge, "test", 5)) == 5
+    assert len(calls) < 100  # not a million: a preview costs what it shows

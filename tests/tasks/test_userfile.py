@@ -338,3 +338,41 @@ def test_values_that_are_neither_text_nor_numbers(tmp_path):
     message = error_of(write(tmp_path, "data.json", text))
     assert "row 1: question is a list; write text or a number" in message
     assert "row 2: answer is nan; write text or a number" in message
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "json", "csv"])
+def test_max_rows_stops_reading_at_the_first_row_beyond_it(tmp_path, kind):
+    rows = [{"question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(3)]
+    if kind == "jsonl":  # good rows, then bad lines the reader never reaches
+        content = jsonl(rows) + "not json\n" * 1000
+    elif kind == "json":
+        content = json.dumps(rows + [[]] * 1000)
+    else:
+        content = "question,answer\n" + "".join(f"{r['question']},{r['answer']}\n" for r in rows)
+        content += '"unterminated\n' * 1000
+    path = write(tmp_path, f"mine.{kind}", content)
+    with pytest.raises(userfile.TooManyRows, match=rf"mine\.{kind} has more than 2 rows") as info:
+        load_user_file(path, NUMBER, max_rows=2)
+    assert info.value.max_rows == 2
+    assert len(load_user_file(write(tmp_path, f"ok.{kind}", _three(kind, rows)), NUMBER)) == 3
+    assert len(load_user_file(tmp_path / f"ok.{kind}", NUMBER, max_rows=3)) == 3
+
+
+def _three(kind: str, rows: list[dict]) -> str:
+    if kind == "jsonl":
+        return jsonl(rows)
+    if kind == "json":
+        return json.dumps(rows)
+    return "question,answer\n" + "".join(f"{r['question']},{r['answer']}\n" for r in rows)
+
+
+def test_max_rows_bounds_the_work_not_only_the_result(tmp_path, monkeypatch):
+    parsed: list[str] = []
+    real = userfile._parse_object
+    monkeypatch.setattr(
+        userfile, "_parse_object", lambda line, c: parsed.append(line) or real(line, c)
+    )
+    rows = [{"question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(10_000)]
+    with pytest.raises(userfile.TooManyRows):
+        load_user_file(write(tmp_path, "big.jsonl", jsonl(rows)), NUMBER, max_rows=10)
+    assert len(parsed) == 11  # the one beyond the limit, and no more

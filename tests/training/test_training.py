@@ -208,14 +208,17 @@ def test_resume_continues_the_global_step(student, tmp_path):
     from safetensors.torch import load_file
 
     records, out = make_records(), tmp_path / "run"
-    first = train(records, settings(student, max_steps=4, scheduler="constant"), out, resume=True)
+    first = train(
+        records, settings(student, max_steps=4, scheduler="constant"), out,
+        resume=True, keep_checkpoints=True,  # to continue this finished run
+    )  # fmt: skip
     assert first.global_step == 4 and first.resumed_from_step is None
     assert (out / "checkpoint-4").is_dir() and _optimizer_step(out / "checkpoint-4") == 4
     steps: list[int] = []
     on_progress = lambda p: steps.append(p["step"])  # noqa: E731
     second = train(
         records, settings(student, max_steps=8, scheduler="constant"), out,
-        resume=True, on_progress=on_progress,
+        resume=True, on_progress=on_progress, keep_checkpoints=True,
     )  # fmt: skip
     assert second.global_step == 8 and second.resumed_from_step == 4
     assert steps[0] == 5  # the first step the callback saw
@@ -245,6 +248,54 @@ def test_cancel_stops_within_a_step_saves_and_resume_continues(student, tmp_path
     resumed = train(records, lora, out, resume=True)
     assert not resumed.stopped and resumed.global_step == 9
     assert resumed.resumed_from_step == result.global_step
+
+
+def _checkpoints(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("checkpoint-*"))
+
+
+@pytest.mark.slow
+def test_a_finished_run_keeps_no_checkpoint_and_a_running_one_only_its_newest(student, tmp_path):
+    """The pruning policy (rtdemo.training.trainer): one checkpoint while training (an epoch is
+    3 steps here, so 5 epochs save 5 times), none once final/ is written."""
+    out = tmp_path / "run"
+    seen: list[list[str]] = []
+    on_progress = lambda p: seen.append(_checkpoints(out))  # noqa: E731
+    result = train(make_records(), settings(student, epochs=5), out, on_progress=on_progress)
+    assert result.global_step == 15 and not result.stopped
+    assert max(len(names) for names in seen) == 1  # one at a time, while it trained
+    assert {n for names in seen for n in names} >= {"checkpoint-3", "checkpoint-12"}
+    assert _checkpoints(out) == [] and result.last_checkpoint is None
+    assert (out / "final" / "model.safetensors").is_file()
+    assert json.loads((out / "train_result.json").read_text())["last_checkpoint"] is None
+    load_student(result.final_dir, for_training=False)  # final/ needs no checkpoint
+
+
+@pytest.mark.slow
+def test_a_validated_run_keeps_the_best_while_training_and_nothing_after(student, tmp_path):
+    out = tmp_path / "run"
+    seen: list[list[str]] = []
+    on_progress = lambda p: seen.append(_checkpoints(out))  # noqa: E731
+    result = train(
+        make_records(), settings(student, epochs=4, val_fraction=0.25), out,
+        on_progress=on_progress,
+    )  # fmt: skip
+    assert result.best_checkpoint and result.selection == "best validation loss"
+    assert max(len(names) for names in seen) <= 2  # the newest and the best
+    assert _checkpoints(out) == [] and result.last_checkpoint is None
+
+
+def test_prune_checkpoints_deletes_only_checkpoint_folders(tmp_path):
+    from rtdemo.training.callbacks import prune_checkpoints
+
+    for name in ("checkpoint-3", "checkpoint-12", "final", "base", "checkpoint-x"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"0" * 10)
+    (tmp_path / "checkpoint-7").write_text("a file, not a checkpoint")
+    assert prune_checkpoints(tmp_path) == ["checkpoint-12", "checkpoint-3"]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["base", "checkpoint-7", "checkpoint-x", "final"]
+    assert prune_checkpoints(tmp_path / "absent") == []
 
 
 def test_cancel_before_training_starts_trains_nothing(student, tmp_path):
@@ -333,6 +384,8 @@ def test_seq2seq_student_trains(t5, tmp_path, method):
         ("scheduler", "bogus", "scheduler must be one of"),
         ("max_steps", 0, "max_steps must be >= 1"),
         ("student", " ", "student is empty"),
+        ("tiny_width", 4096, "tiny_width must be <= 768, got 4096"),  # disk: layers × width²
+        ("tiny_layers", 100, "tiny_layers must be <= 12, got 100"),
     ],
 )
 def test_bad_settings_say_what_to_change(field, value, message):
