@@ -3,13 +3,18 @@
 import os
 import warnings
 
-from rtdemo.hosting.credentials import space_owner_token
+from rtdemo.hosting.credentials import protect_server_token, space_owner_token
 from rtdemo.ui.app import build_app
 from rtdemo.ui.theme import launch_kwargs
 from rtdemo.workspace.backup import start_backup
 
-# In the app every user types their own teacher key; a key in the server's environment must not
-# reach jobs that visitors start (background jobs inherit this process's environment).
+# Before the app serves anyone: on a shared app (Spaces, or local access refused) the host's Hub
+# token leaves this process's environment and huggingface_hub's implicit token lookup is off, so a
+# model a user names is fetched with their own token or none (rtdemo.hosting.credentials).
+protect_server_token()
+
+# In the app every user types their own teacher key; the server's serves no one. Jobs never
+# inherit it (their environment is an allow-list), and nothing in this process falls back on it.
 if os.environ.pop("OPENAI_API_KEY", None):
     warnings.warn(
         "OPENAI_API_KEY is ignored by the app: users type their key in the Teacher tab",

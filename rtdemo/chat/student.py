@@ -11,8 +11,11 @@ answer is the answer evaluation scores), in a thread of its own; transformers'
 generation at the next token.
 
 Loaded students are kept per folder or Hub id in `STUDENTS` (the two most recently used), so a
-message does not reload its model. One student generates at a time in a process (a lock): on a
-small CPU two generations only slow each other down.
+message does not reload its model. A Hub id is fetched with the Hub token the caller passes (on
+a shared app the signed-in user's, else none: never the server's, `rtdemo.hosting.credentials`),
+and kept per token too: a model one user's token fetched is never handed to another. One student
+generates at a time in a process (a lock): on a small CPU two generations only slow each other
+down.
 """
 
 from __future__ import annotations
@@ -57,34 +60,45 @@ class StudentSpec:
 
 
 class StudentCache:
-    """Students loaded for inference, kept per folder or Hub id; the least recently used goes."""
+    """Students loaded for inference, kept per folder or Hub id and Hub token; the least recently
+    used goes."""
 
     def __init__(self, capacity: int = 2) -> None:
         self.capacity = capacity
-        self._models: OrderedDict[str, tuple[Any, Any, str]] = OrderedDict()
+        self._models: OrderedDict[tuple[str, str | bool | None], tuple[Any, Any, str]] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
 
-    def get(self, path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
-        """The student's (model, tokenizer, kind), loaded on first use (`UserError` if it cannot
-        be loaded). Loads run one at a time."""
+    def get(
+        self, path: str, token: str | bool | None = None
+    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+        """The student's (model, tokenizer, kind), loaded on first use with the Hub token `token`
+        (False: none; None: `load_student`'s default), `UserError` if it cannot be loaded. Loads
+        run one at a time."""
+        key = (path, token)
         with self._lock:
-            if path in self._models:
-                self._models.move_to_end(path)
-                return self._models[path]
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
             try:
-                loaded = load_student(path, for_training=False)
+                loaded = load_student(path, for_training=False, token=token)
             except (OSError, ValueError, UserError) as err:
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 if first.startswith("cannot load the student"):
                     raise UserError(first) from None
                 raise UserError(f"cannot load the student {path!r}: {first}") from None
-            self._models[path] = loaded
+            self._models[key] = loaded
             while len(self._models) > self.capacity:
                 self._models.popitem(last=False)
             return loaded
 
+    def loaded(self, path: str, token: str | bool | None = None) -> bool:
+        """Whether the student is loaded for this token already."""
+        return (path, token) in self._models
+
     def __contains__(self, path: object) -> bool:
-        return path in self._models
+        return isinstance(path, str) and self.loaded(path)
 
     def clear(self) -> None:
         """Forget every loaded student."""
@@ -195,20 +209,22 @@ def student_side(
     busy: Callable[[], str | None] | None = None,
     poll: float | None = None,
     cache: StudentCache = STUDENTS,
+    token: str | bool | None = None,
 ) -> Iterator[Side]:
     """The student's side as it streams, rationale and answer split at `-->`.
 
     While `busy()` gives a reason (a training job holds the CPU), the side waits with that reason
-    as its note, looking again every `poll` seconds (default `WAIT_POLL_S`), and starts after."""
+    as its note, looking again every `poll` seconds (default `WAIT_POLL_S`), and starts after.
+    A Hub id is loaded with `token` (`StudentCache.get`)."""
     side = Side(spec.label)
     try:
         while busy is not None and (reason := busy()):
             yield replace(side, status="waiting", note=reason)
             if stop.wait(WAIT_POLL_S if poll is None else poll):
                 return
-        loaded = spec.path in cache
+        loaded = cache.loaded(spec.path, token)
         yield replace(side, status="running", note="" if loaded else "loading the student…")
-        model, tokenizer, kind = cache.get(spec.path)
+        model, tokenizer, kind = cache.get(spec.path, token)
         side = replace(side, status="running", note="")
         for text, finish in stream_student(
             model, tokenizer, kind, question, max_new_tokens=max_new_tokens, stop=stop

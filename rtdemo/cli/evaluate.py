@@ -17,6 +17,7 @@ from rtdemo.cli.common import add_workspace_flag
 from rtdemo.cli.jobs import add_job_id_flag
 from rtdemo.evaluation.evaluate import evaluate, save_eval
 from rtdemo.evaluation.request import EvalRequest, evaluation_plan, prepare_evaluation
+from rtdemo.hosting.credentials import with_own_hub_token
 from rtdemo.jobs.context import job_context
 from rtdemo.jobs.plan import start_plan
 from rtdemo.pipeline.recipe import load_config
@@ -34,7 +35,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     with Store(workspace_path(args.workspace)) as store:
         if args.background:
-            job = start_plan(store, evaluation_plan(store, request, args.owner), args.owner)
+            plan = with_own_hub_token(evaluation_plan(store, request, args.owner))
+            job = start_plan(store, plan, args.owner)
             print(f"job {job.id} (evaluate) {job.status} — watch it: rtdemo jobs show {job.id}")
             return 0
         exp, run, examples = prepare_evaluation(store, request, args.owner)

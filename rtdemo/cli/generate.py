@@ -35,6 +35,7 @@ from rtdemo.generation.request import (
     plan_estimate,
 )
 from rtdemo.generation.run import RunStats, run_generation
+from rtdemo.hosting.credentials import with_own_hub_token
 from rtdemo.jobs.context import job_context
 from rtdemo.jobs.plan import start_plan
 from rtdemo.jobs.progress import Throttle, is_last, progress_printer
@@ -161,7 +162,7 @@ def _start_background(args: argparse.Namespace) -> int:
         exp, _, _ = prepare_experiment(store, args)  # snapshot questions before the job starts
         request = request_of(args, exp)
         plan = generation_plan(store, request, args.owner, api_key=api_key_of(args))
-        job = start_plan(store, plan, args.owner)
+        job = start_plan(store, with_own_hub_token(plan), args.owner)  # a local teacher's
     print(f"started job {job.id} (generate) — watch it: rtdemo jobs show {job.id}")
     return 0
 

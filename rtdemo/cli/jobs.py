@@ -19,6 +19,7 @@ import time
 
 from rtdemo.cli.common import add_workspace_flag
 from rtdemo.errors import UserError
+from rtdemo.hosting.credentials import own_hub_env
 from rtdemo.jobs import runner as jobs
 from rtdemo.jobs.context import job_context
 from rtdemo.jobs.files import LOG_NAME, last_progress, tail_log
@@ -130,7 +131,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     with Store(workspace_path(args.workspace)) as store:
         job = jobs.get_job(store, args.id)
         env = {name: os.environ[name] for name in job.env_names if os.environ.get(name)}
-        job = jobs.resume_job(store, args.id, env=env)
+        job = jobs.resume_job(store, args.id, env={**own_hub_env(), **env})
     print(f"job {job.id} resumed: {job.status} (rtdemo jobs show {job.id})")
     return 0
 

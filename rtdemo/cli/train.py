@@ -20,6 +20,7 @@ from rtdemo.cli.common import add_workspace_flag
 from rtdemo.cli.jobs import add_job_id_flag
 from rtdemo.cli.train_progress import job_progress, printer
 from rtdemo.errors import UserError
+from rtdemo.hosting.credentials import with_own_hub_token
 from rtdemo.jobs.context import job_context
 from rtdemo.jobs.files import PROGRESS_NAME
 from rtdemo.jobs.plan import start_plan
@@ -72,7 +73,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     request = request_of(args)
     with Store(workspace_path(args.workspace)) as store:
         if args.background:
-            job = start_plan(store, training_plan(store, request, args.owner), args.owner)
+            plan = with_own_hub_token(training_plan(store, request, args.owner))
+            job = start_plan(store, plan, args.owner)
             state = "queued behind another torch job" if job.status == "queued" else "started"
             print(f"{state}: job {job.id} (train) — watch it: rtdemo jobs show {job.id}")
             return 0

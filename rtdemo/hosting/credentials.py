@@ -27,7 +27,7 @@ made for a user carries it.
 
 On one person's own machine (not on Spaces, local access allowed) the user *is* the host: the app
 and the CLI use `HF_TOKEN` / the token file as huggingface_hub always does, and the CLI hands its
-`HF_TOKEN` to the jobs it starts explicitly (`own_hub_env()`).
+`HF_TOKEN` to the jobs it starts explicitly (`with_own_hub_token`, `own_hub_env`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,12 @@ if TYPE_CHECKING:
 TOKEN_ENV = "HF_TOKEN"
 LEGACY_TOKEN_ENV = "HUGGING_FACE_HUB_TOKEN"  # huggingface_hub still reads it after HF_TOKEN
 NO_IMPLICIT_ENV = "HF_HUB_DISABLE_IMPLICIT_TOKEN"
+
+# Said after a model that could not be fetched without a token (a user who is not signed in).
+ANONYMOUS_HINT = (
+    " (fetched without a Hugging Face token: if it is private or gated, sign in with Hugging "
+    "Face to use your own access; this app never uses its server's token for you)"
+)
 
 _UNSET = object()
 _USER_TOKEN: ContextVar[object] = ContextVar("rtdemo_user_hub_token", default=_UNSET)
@@ -155,6 +161,12 @@ def for_user(plan: Callable[[Store], JobPlan], token: str | None) -> Callable[[S
         return replace(made, env={**made.env, **user_job_env(token)})
 
     return planned
+
+
+def with_own_hub_token(plan: JobPlan) -> JobPlan:
+    """`plan` with the CLI user's own `HF_TOKEN` in its job's environment (`own_hub_env`): the
+    CLI is the host's own tool, never an app user's."""
+    return replace(plan, env={**own_hub_env(), **plan.env})
 
 
 def own_hub_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -7,14 +7,19 @@ whoever started it and a signal reaches whatever it started too:
     pid_alive(job.pid, job.id)                       # still running this job?
     signal_group(job, signal.SIGTERM)
 
-Secrets reach a job through its environment only (`child_env`), and only the names of those it
-was given are passed on, so that the jobs it starts in turn do not inherit them.
+A job's environment is not a copy of ours (`child_env`): only the variables on an allow-list
+(`inherited`: the system's, Python's, torch's and the thread settings, the Hugging Face cache,
+endpoint and offline settings, rtdemo's own settings) pass, never one whose name says it is a
+secret (`SECRET_NAME`: HF_TOKEN, OPENAI_API_KEY, RTDEMO_OWNER_KEY, OAUTH_CLIENT_SECRET...), plus
+what the job was given explicitly. So a server's keys and tokens never reach the jobs its users
+start, and a job's own secrets never reach the jobs it starts in turn (the next one in the queue).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,8 +30,26 @@ from rtdemo.jobs.files import CANCEL_NAME, LOG_NAME, tail_log
 from rtdemo.jobs.records import Job, update_job, utc_now
 from rtdemo.workspace.store import Store
 
-# Names (never values) of the secrets a job was given, so that jobs it starts do not inherit them.
-SECRET_NAMES_VAR = "RTDEMO_JOB_SECRET_NAMES"
+# What a job inherits from the environment of whoever starts it: these names, and names with these
+# prefixes, unless `SECRET_NAME` matches. Everything else it needs it is given (`spawn`'s `env`).
+INHERITED_NAMES = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM", "TMPDIR",
+        "TEMP", "TMP", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SYSTEM",  # SYSTEM=spaces: on Spaces
+        "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+        "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+        "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "TOKENIZERS_PARALLELISM", "COVERAGE_PROCESS_START",
+        "HF_HOME", "HF_ENDPOINT", "HF_ASSETS_CACHE", "HF_MODULES_CACHE",
+    }
+)  # fmt: skip
+INHERITED_PREFIXES = (
+    "LC_", "PYTHON", "CUDA_", "NVIDIA_", "NCCL_", "TORCH", "PYTORCH_", "OMP_", "MKL_", "KMP_",
+    "OPENBLAS_", "ACCELERATE_", "TRANSFORMERS_", "HF_HUB_", "HF_DATASETS_", "HF_XET_", "RTDEMO_",
+)  # fmt: skip
+SECRET_NAME = re.compile(
+    r"(?:^|_)(?:TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIALS?|AUTH)(?:_|$)", re.IGNORECASE
+)
+NOT_SECRETS = frozenset({"HF_HUB_DISABLE_IMPLICIT_TOKEN"})  # settings named after a secret
 
 # Popen objects of the jobs this process started, so that their exit is reaped, not left a zombie.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -86,15 +109,16 @@ def escalate_cancel(job: Job, now: float, grace: float) -> None:
         signal_group(job, signal.SIGTERM)
 
 
+def inherited(name: str) -> bool:
+    """Whether a job inherits the variable `name` from whoever starts it (module docstring)."""
+    listed = name in INHERITED_NAMES or name.startswith(INHERITED_PREFIXES)
+    return listed and (name in NOT_SECRETS or not SECRET_NAME.search(name))
+
+
 def child_env(workspace: Path, env: dict[str, str]) -> dict[str, str]:
-    """The environment of a job of `workspace`: ours, less inherited secrets, plus `env`."""
-    child = dict(os.environ)
-    # A job starting the next queued job must not hand it the secrets it was given itself.
-    for name in child.pop(SECRET_NAMES_VAR, "").split(","):
-        child.pop(name, None)
+    """The environment of a job of `workspace`: the allow-listed part of ours, plus `env`."""
+    child = {name: value for name, value in os.environ.items() if inherited(name)}
     child.update(env)
-    if env:
-        child[SECRET_NAMES_VAR] = ",".join(sorted(env))
     # The child runs this very copy of rtdemo, installed or not.
     root = str(Path(__file__).resolve().parents[2])
     child["PYTHONPATH"] = os.pathsep.join(filter(None, [root, child.get("PYTHONPATH")]))

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from rtdemo.errors import UserError
+from rtdemo.hosting.credentials import ANONYMOUS_HINT, hub_token
 from rtdemo.models import resolve_model_name
 
 if TYPE_CHECKING:
@@ -218,8 +219,9 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).exists() or name.count("/") > 1
 
 
-def _load_error(name: str, err: Exception) -> UserError:
-    """A message for a student that could not be found or fetched."""
+def _load_error(name: str, err: Exception, token: str | bool | None = None) -> UserError:
+    """A message for a student that could not be found or fetched (`token` False: fetched
+    without a token, which the message says)."""
     from huggingface_hub import constants
 
     text = str(err)
@@ -231,7 +233,8 @@ def _load_error(name: str, err: Exception) -> UserError:
             "the path of a model folder, or use the tiny offline student ('tiny')."
         )
     first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-    return UserError(f"cannot load the student {name!r}: {first}")
+    hint = ANONYMOUS_HINT if token is False else ""
+    return UserError(f"cannot load the student {name!r}: {first}{hint}")
 
 
 def _check_folder(name: str) -> None:
@@ -262,11 +265,12 @@ def _resolve(name_or_path: str | Path) -> tuple[str, str | None]:
     return base, name
 
 
-def student_kind(name_or_path: str | Path) -> StudentKind:
+def student_kind(name_or_path: str | Path, *, token: str | bool | None = None) -> StudentKind:
     """ "causal" (decoder-only) or "seq2seq" (encoder-decoder), read from the student's config.
 
     Reads only `config.json` (of the base model, for a LoRA adapter folder whose
-    `adapter_config.json` does not name its task type): no weights.
+    `adapter_config.json` does not name its task type): no weights. A Hub id is fetched with
+    `token` (False: none), else `rtdemo.hosting.credentials.hub_token()`'s.
     Raises UserError for a missing folder or a Hub id that cannot be loaded here.
     """
     from transformers import AutoConfig
@@ -278,10 +282,11 @@ def student_kind(name_or_path: str | Path) -> StudentKind:
         if task_type in ("CAUSAL_LM", "SEQ_2_SEQ_LM"):
             return "seq2seq" if task_type == "SEQ_2_SEQ_LM" else "causal"
     name, _ = _resolve(given)
+    token = hub_token(token)
     try:
-        config = AutoConfig.from_pretrained(name)
+        config = AutoConfig.from_pretrained(name, token=token)
     except (OSError, ValueError) as err:
-        raise _load_error(name, err) from None
+        raise _load_error(name, err, token) from None
     return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
 
 
@@ -292,6 +297,7 @@ def load_student(
     kind: StudentKind | None = None,
     dtype: str | None = None,
     device: str | None = None,
+    token: str | bool | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, StudentKind]:
     """The student's model, tokenizer and kind, through `from_pretrained`: for training, or
     (`for_training=False`) ready to answer.
@@ -308,12 +314,15 @@ def load_student(
       it off), in fp32 unless `dtype` says otherwise (greedy answers are then reproducible), on
       `device` (default: CUDA when there is one, else the CPU). For training, `dtype` and
       `device` default to `from_pretrained`'s own (the checkpoint's dtype, the CPU).
+    - A Hub id is fetched with `token` (False: none), else with `hub_token()`'s: on a shared app
+      the user's own token or none, never the server's (`rtdemo.hosting.credentials`).
     """
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     name_or_path = resolve_model_name(name_or_path)  # smollm2-135m: its prepared folder
     base, adapter = _resolve(name_or_path)
-    kind = kind or student_kind(name_or_path)
+    token = hub_token(token)
+    kind = kind or student_kind(name_or_path, token=token)
     if kind not in STUDENT_KINDS:
         raise ValueError(f"unknown student kind {kind!r}; use one of {STUDENT_KINDS}")
     auto = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
@@ -321,10 +330,10 @@ def load_student(
         dtype = "float32"
     has_tokenizer = adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(adapter if has_tokenizer else base)
-        model: Any = auto.from_pretrained(base, **({"dtype": dtype} if dtype else {}))
+        tokenizer = AutoTokenizer.from_pretrained(adapter if has_tokenizer else base, token=token)
+        model: Any = auto.from_pretrained(base, token=token, **({"dtype": dtype} if dtype else {}))
     except (OSError, ValueError) as err:
-        raise _load_error(base, err) from None
+        raise _load_error(base, err, token) from None
     if adapter is not None:
         from peft import PeftModel
 

@@ -13,10 +13,12 @@ finish reason is "stop" when the model wrote an end-of-sequence token (its gener
 as the API teachers do).
 
 Nothing is loaded in the constructor: the model is loaded on the first call, through
-`AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained` (no remote code). A
-model that is neither a folder nor in the Hugging Face cache while offline is a `UserError` that
-says so. Generation blocks, so it runs in a worker thread; one model on one device runs one
-generation at a time (a lock), however many requests generation sends concurrently.
+`AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained` (no remote code); a Hub
+id is fetched with the token `rtdemo.hosting.credentials.hub_token()` gives (in a shared app's
+job, the user's own or none, never the host's). A model that is neither a folder nor in the
+Hugging Face cache while offline is a `UserError` that says so. Generation blocks, so it runs in
+a worker thread; one model on one device runs one generation at a time (a lock), however many
+requests generation sends concurrently.
 
     teacher = LocalHFTeacher("Qwen/Qwen2.5-7B")            # cuda if available, else cpu
     teacher = LocalHFTeacher("runs/my-model", device="cpu", dtype="float32")
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from rtdemo.errors import UserError
+from rtdemo.hosting.credentials import ANONYMOUS_HINT, hub_token
 from rtdemo.models import resolve_model_name
 from rtdemo.teachers.base import Completion, Teacher, TeacherError, TeacherInfo
 
@@ -61,12 +64,15 @@ class LocalHFTeacher(Teacher):
         device: str | None = None,
         dtype: Dtype = "auto",
         batch_size: int = 8,
+        token: str | bool | None = None,
     ) -> None:
         """Remember the model and settings (no loading). `model` is a Hub id or a model folder;
         `device` None is "cuda" if available, else "cpu"; `dtype` "auto" is the checkpoint's own
         on a GPU and float32 on the CPU (where half precision is slow or unsupported);
         `batch_size` caps the sequences one `generate` call draws (call 1's n samples are drawn
-        in chunks of this size)."""
+        in chunks of this size); `token` is the Hub token a Hub id is fetched with (False: none;
+        None: `rtdemo.hosting.credentials.hub_token()` when loading, in a job the `HF_TOKEN` it
+        was given)."""
         if dtype not in DTYPES:
             raise UserError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
         if batch_size < 1:
@@ -78,6 +84,7 @@ class LocalHFTeacher(Teacher):
         self.requested_device = device
         self.dtype = dtype
         self.batch_size = batch_size
+        self._token = token  # never in repr or info
         label = f"{folder.name} (local transformers, model folder)" if self.is_folder else None
         self.info = TeacherInfo(
             kind="hf", model=self.model_name, label=label or f"{model} (local transformers)"
@@ -198,14 +205,15 @@ class LocalHFTeacher(Teacher):
             dtype: Any = getattr(torch, self.dtype)
         else:
             dtype = "auto" if device.startswith("cuda") else torch.float32
+        token = hub_token(self._token)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self.model_name)
+            tokenizer = AutoTokenizer.from_pretrained(self.model_name, token=token)
             # Straight onto the device: a large model never sits whole in CPU memory first.
             model = AutoModelForCausalLM.from_pretrained(
-                self.model_name, dtype=dtype, device_map=device
+                self.model_name, dtype=dtype, device_map=device, token=token
             )
         except OSError as err:
-            raise self._not_found(err) from None
+            raise self._not_found(err, token) from None
         except ValueError as err:  # a config transformers cannot use as a causal LM
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(
@@ -228,8 +236,9 @@ class LocalHFTeacher(Teacher):
         if not (folder / "config.json").is_file():
             raise UserError(f"{folder} is not a transformers model folder (it has no config.json)")
 
-    def _not_found(self, err: OSError) -> UserError:
-        """The message for a model that could not be found or fetched."""
+    def _not_found(self, err: OSError, token: str | bool | None = None) -> UserError:
+        """The message for a model that could not be found or fetched (`token` False: fetched
+        without a token, which the message says)."""
         from huggingface_hub import constants
 
         text = str(err)
@@ -241,7 +250,8 @@ class LocalHFTeacher(Teacher):
                 f"network (`hf download {self.model_name}`) or give the path of a model folder."
             )
         first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-        return UserError(f"cannot load the local teacher model {self.model_name!r}: {first}")
+        hint = ANONYMOUS_HINT if token is False else ""
+        return UserError(f"cannot load the local teacher model {self.model_name!r}: {first}{hint}")
 
     # -- generation -----------------------------------------------------------------------------
 

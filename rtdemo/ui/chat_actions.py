@@ -35,6 +35,7 @@ from rtdemo.chat.student import STUDENT_MAX_NEW_TOKENS, StudentSpec, student_sid
 from rtdemo.chat.votes import VOTES, list_votes, save_vote, write_votes_jsonl
 from rtdemo.errors import UserError
 from rtdemo.hosting.access import check_model_name, check_public_url, looks_like_path
+from rtdemo.hosting.credentials import user_token
 from rtdemo.jobs.records import Job
 from rtdemo.jobs.runner import refresh_stale, running_torch_job
 from rtdemo.students.loading import student_kind
@@ -101,9 +102,12 @@ def student_choices(ctx: AppContext, owner: str | None, experiment: str | None) 
         return [r.name for r in reversed(list_runs(store, exp)) if r.status == "trained"]
 
 
-def resolve_student(store: Store, exp: Experiment, name: str) -> StudentSpec:
+def resolve_student(
+    store: Store, exp: Experiment, name: str, token: str | bool | None = None
+) -> StudentSpec:
     """The student `name` stands for: a trained run of the experiment, else a model folder or a
-    Hub id (read like a Fine-tune-CoT student); "" is the newest trained run."""
+    Hub id (read like a Fine-tune-CoT student, its config fetched with the Hub token `token`);
+    "" is the newest trained run."""
     trained = [r for r in reversed(list_runs(store, exp)) if r.status == "trained"]
     if not name:
         if not trained:
@@ -121,7 +125,8 @@ def resolve_student(store: Store, exp: Experiment, name: str) -> StudentSpec:
             return StudentSpec(str(run.output_dir / "final"), run.format, label)
     check_model_name(name, "student (or pick one of your trained runs)")
 
-    student_kind(name)  # a missing folder or an unreachable Hub id: a message that says so
+    # A missing folder or an unreachable Hub id: a message that says so.
+    student_kind(name, token=token)
     return StudentSpec(name, "cot", f"{name} (not trained here: read as Fine-tune-CoT)")
 
 
@@ -264,18 +269,22 @@ def chat(
     form: ChatForm,
     key: str = "",
     stop: threading.Event | None = None,
+    hub_token: str | None = None,
 ) -> Iterator[ChatView]:
     """Ask the teacher and the student `question`; the view each time either side moved.
 
     Settings are checked before anything runs (a `UserError`). The last view holds the exchange's
-    record (no key in it), which a vote is saved with."""
+    record (no key in it), which a vote is saved with. A student given as a Hub id is fetched
+    with `hub_token`, the signed-in user's own token (None: on a shared app, no token; on one
+    person's own machine, that machine's, `rtdemo.hosting.credentials.user_token`)."""
     owner = check_owner(owner)
+    token = user_token(hub_token)
     question = (question or "").strip()
     if not question:
         raise UserError("type a question, or press 🎲 for a random test question")
     with ctx.store() as store:
         exp = ctx.experiment(store, owner, experiment)
-        spec = resolve_student(store, exp, form.student)
+        spec = resolve_student(store, exp, form.student, token)
         example = find_example(store, exp, question)
     teacher = build_teacher(form, exp.task, key)
     stop = stop or threading.Event()
@@ -312,6 +321,7 @@ def chat(
                 stop=stop,
                 max_new_tokens=form.student_max_tokens,
                 busy=lambda: torch_job_waiting(ctx),
+                token=token,
             ),
             student_wait_s(),
             stop,

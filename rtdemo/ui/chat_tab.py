@@ -191,6 +191,7 @@ def _wire_chat(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _
         experiment: str | None,
         question: str,
         request: gr.Request,
+        oauth: gr.OAuthToken | None,
         *,
         key: str | None = None,
         **values: Any,
@@ -205,7 +206,8 @@ def _wire_chat(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _
         _STOPS[session] = stop_event
         try:
             form = tab.form.build(values)
-            for view in chat(ctx, who, experiment, question, form, key or "", stop_event):
+            hub = oauth.token if oauth else None  # a Hub id student: the user's own token
+            for view in chat(ctx, who, experiment, question, form, key or "", stop_event, hub):
                 yield (*view, question)
         except UserError as err:
             yield (f"⚠️ {err}", *[gr.skip()] * (len(panes) + 1))

@@ -27,6 +27,7 @@ from rtdemo.evaluation.results import (
 )
 from rtdemo.generation.request import GenerationRequest, generation_plan
 from rtdemo.generation.samples import load_samples
+from rtdemo.hosting.credentials import for_user
 from rtdemo.jobs.plan import JobPlan
 from rtdemo.jobs.records import Job, flag_value
 from rtdemo.jobs.runner import list_jobs
@@ -66,8 +67,13 @@ def start_evaluation(
     runs: Sequence[str] | str | None,
     batch_size: int = 32,
     max_total_length: int = 512,
+    hub_token: str | None = None,
 ) -> str:
-    """Start one `rtdemo evaluate` job per run (none picked: every trained run not yet scored)."""
+    """Start one `rtdemo evaluate` job per run (none picked: every trained run not yet scored).
+
+    A student whose base model is a Hub id (a LoRA run's) is fetched in the job with
+    `hub_token`, the signed-in user's own token: on a shared app none else, never the server's
+    (`rtdemo.hosting.credentials.for_user`)."""
     owner = check_owner(owner)
     picked = [runs] if isinstance(runs, str) else list(runs or [])
     with ctx.store() as store:
@@ -91,9 +97,8 @@ def start_evaluation(
     for run in picked:
         try:
             request = EvalRequest(exp.name, run, "test", *size)
-            job = ctx.start(
-                owner, request.argv(), partial(evaluation_plan, request=request, owner=owner)
-            )
+            plan = partial(evaluation_plan, request=request, owner=owner)
+            job = ctx.start(owner, request.argv(), for_user(plan, hub_token))
         except UserError as err:
             if not started:
                 raise
@@ -139,9 +144,14 @@ def teacher_request(store: Store, owner: str, exp: Experiment) -> tuple[Generati
 
 
 def evaluate_teacher(
-    ctx: AppContext, owner: str | None, experiment: str | None, api_key: str = ""
+    ctx: AppContext,
+    owner: str | None,
+    experiment: str | None,
+    api_key: str = "",
+    hub_token: str | None = None,
 ) -> str:
-    """Start the teacher's greedy generation on the test split (its accuracy in the table)."""
+    """Start the teacher's greedy generation on the test split (its accuracy in the table); a
+    local teacher given as a Hub id is fetched with `hub_token`, as in `start_evaluation`."""
     owner = check_owner(owner)
     with ctx.store() as store:
         exp = ctx.experiment(store, owner, experiment)
@@ -160,7 +170,7 @@ def evaluate_teacher(
             store, request, owner, api_key=key if needs_key else None, app_key=needs_key
         )
 
-    job = ctx.start(owner, request.argv(), plan)
+    job = ctx.start(owner, request.argv(), for_user(plan, hub_token))
     return f"Teacher on {tests} test questions: job {job.id} {job.status}."
 
 

@@ -165,18 +165,25 @@ def _wire_jobs(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _
         experiment: str | None,
         runs: list[str] | str | None,
         request: gr.Request,
+        oauth: gr.OAuthToken | None,
         batch_size: int = 32,
         max_total_length: int = 512,
     ) -> str:
-        with serving(request):
-            return start_evaluation(ctx, owner, experiment, runs, batch_size, max_total_length)
+        size, hub = (batch_size, max_total_length), oauth.token if oauth else None
+        with serving(request):  # a Hub id base model: with the signed-in user's own token
+            return start_evaluation(ctx, owner, experiment, runs, *size, hub_token=hub)
 
     @shown_errors
     def teacher_clicked(
-        owner: str | None, experiment: str | None, request: gr.Request, api_key: str = ""
+        owner: str | None,
+        experiment: str | None,
+        request: gr.Request,
+        oauth: gr.OAuthToken | None,
+        api_key: str = "",
     ) -> str:
+        hub = oauth.token if oauth else None  # a local teacher: the user's own Hub token
         with serving(request):
-            return evaluate_teacher(ctx, owner, experiment, api_key)
+            return evaluate_teacher(ctx, owner, experiment, api_key, hub_token=hub)
 
     who_what, buttons = [owner, experiment], tab.buttons
     poll = dict(fn=tick, inputs=who_what, outputs=[*tab.job, *tab.comparison, tab.timer])

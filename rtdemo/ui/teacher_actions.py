@@ -22,6 +22,7 @@ from rtdemo.generation.request import estimate_generation as estimate
 from rtdemo.generation.run import GenerationSettings
 from rtdemo.generation.samples import load_samples
 from rtdemo.hosting.access import check_command
+from rtdemo.hosting.credentials import for_user, user_job_env
 from rtdemo.jobs.plan import JobPlan
 from rtdemo.jobs.records import Job, flag_value
 from rtdemo.jobs.runner import cancel_job, resume_job
@@ -136,9 +137,18 @@ def estimate_generation(
 
 
 def start_generation(
-    ctx: AppContext, owner: str | None, experiment: str | None, choice: TeacherChoice, key: str = ""
+    ctx: AppContext,
+    owner: str | None,
+    experiment: str | None,
+    choice: TeacherChoice,
+    key: str = "",
+    hub_token: str | None = None,
 ) -> tuple[str, str]:
-    """Start the generation job; a status line and the equivalent command line."""
+    """Start the generation job; a status line and the equivalent command line.
+
+    A local (`hf`) teacher given as a Hub id is fetched in the job with `hub_token`, the
+    signed-in user's own token: on a shared app none else, never the server's
+    (`rtdemo.hosting.credentials.for_user`)."""
     owner = check_owner(owner)
     with ctx.store() as store:
         exp = ctx.experiment(store, owner, experiment)
@@ -160,7 +170,7 @@ def start_generation(
             return generation_plan(store, request, owner, api_key=key, app_key=True)
 
         try:
-            job = ctx.start(owner, request.argv(), plan)
+            job = ctx.start(owner, request.argv(), for_user(plan, hub_token))
         except ValueError as err:  # an argument that looks like a secret (a key as a model)
             raise UserError(str(err)) from None
     message = (
@@ -239,10 +249,12 @@ def resume_generation(
     experiment: str | None,
     key: str = "",
     base_url: str = "",
+    hub_token: str | None = None,
 ) -> str:
     """Start the experiment's failed or cancelled generation job again, where it stopped.
 
-    The key, and a base URL with credentials, are asked for again (never stored)."""
+    The key, and a base URL with credentials, are asked for again (never stored); a local
+    teacher given as a Hub id is fetched with `hub_token`, as in `start_generation`."""
     job = _latest(ctx, owner, experiment)
     env = {KEY_ENV: key.strip()} if key and key.strip() and KEY_ENV in job.env_names else {}
     if KEY_ENV in job.env_names and not env:
@@ -261,5 +273,5 @@ def resume_generation(
     with ctx.store() as store:
         if job.status not in ACTIVE:
             ctx.quotas.check_running(job.owner, len(ctx.active_jobs(store, job.owner)))
-        resume_job(store, job.id, job.owner, env=env)
+        resume_job(store, job.id, job.owner, env={**user_job_env(hub_token), **env})
     return f"Resumed job {job.id}: it continues where it stopped, nothing is requested twice."

@@ -89,20 +89,26 @@ def teacher_choice(
 
 
 def _with_choice(
-    ctx: AppContext, form: FormFields[TeacherChoice], action: Callable[..., tuple[str, str]]
+    ctx: AppContext,
+    form: FormFields[TeacherChoice],
+    action: Callable[..., tuple[str, str]],
+    hub_token: bool = False,
 ) -> Callable[..., Any]:
-    """`action(ctx, owner, experiment, TeacherChoice, key)` over the tab's inputs, by name."""
+    """`action(ctx, owner, experiment, TeacherChoice, key)` over the tab's inputs, by name; with
+    `hub_token`, also the signed-in user's own Hub token (`hub_token=`, for a local teacher)."""
 
     def run(
         owner: str | None,
         experiment: str | None,
         request: gr.Request,
+        oauth: gr.OAuthToken | None,
         *,
         api_key: str | None = None,
         **values: Any,
     ) -> tuple[str, str]:
+        hub = {"hub_token": oauth.token if oauth else None} if hub_token else {}
         with serving(request):  # a job it starts counts for this client (fair turns, its cap)
-            return action(ctx, owner, experiment, form.build(values), api_key or "")
+            return action(ctx, owner, experiment, form.build(values), api_key or "", **hub)
 
     return _shown(run, 1)
 
@@ -249,9 +255,14 @@ def _wire_jobs(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _
         return cancel_generation(ctx, owner, experiment)
 
     def resume(
-        owner: str | None, experiment: str | None, api_key: str | None, base_url: str | None
+        owner: str | None,
+        experiment: str | None,
+        api_key: str | None,
+        base_url: str | None,
+        oauth: gr.OAuthToken | None,
     ) -> str:
-        return resume_generation(ctx, owner, experiment, api_key or "", base_url or "")
+        hub = oauth.token if oauth else None  # a local teacher: the user's own Hub token
+        return resume_generation(ctx, owner, experiment, api_key or "", base_url or "", hub)
 
     def tick(who, name):
         try:
@@ -275,7 +286,7 @@ def _wire_jobs(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _
         api_name="estimate_generation",
     )
     started = buttons["start"].click(
-        _with_choice(ctx, tab.form, start_generation),
+        _with_choice(ctx, tab.form, start_generation, hub_token=True),
         who_what,
         shown,
         **choice,

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from rtdemo.errors import UserError
+from rtdemo.hosting.credentials import for_user, user_job_env
 from rtdemo.jobs.files import read_progress
 from rtdemo.jobs.records import Job, flag_value
 from rtdemo.jobs.runner import list_jobs, resume_job
@@ -171,9 +172,17 @@ def planned_steps(form: TrainForm, examples: int) -> int:
 
 
 def start_training(
-    ctx: AppContext, owner: str | None, experiment: str | None, form: TrainForm
+    ctx: AppContext,
+    owner: str | None,
+    experiment: str | None,
+    form: TrainForm,
+    hub_token: str | None = None,
 ) -> tuple[str, str]:
-    """Start the form's run(s) as background jobs; a status line and the equivalent command."""
+    """Start the form's run(s) as background jobs; a status line and the equivalent command.
+
+    A student given as a Hub id is read (its config now, the model in the job) with `hub_token`,
+    the signed-in user's own token: on a shared app none else, never the server's
+    (`rtdemo.hosting.credentials.for_user`)."""
     owner = check_owner(owner)
     runs = form.runs()
     with ctx.store() as store:
@@ -194,9 +203,8 @@ def start_training(
     for name, fmt in runs:  # cot first: it is the one that can lack kept samples
         request = form.request(exp.name, name, fmt)
         try:
-            job = ctx.start(
-                owner, request.argv(), partial(training_plan, request=request, owner=owner)
-            )
+            plan = partial(training_plan, request=request, owner=owner)
+            job = ctx.start(owner, request.argv(), for_user(plan, hub_token))
         except UserError as err:
             if not started:
                 raise
@@ -267,8 +275,11 @@ def cancel_training(ctx: AppContext, owner: str | None, experiment: str | None) 
     return message
 
 
-def resume_training(ctx: AppContext, owner: str | None, experiment: str | None) -> str:
-    """Resume the experiment's newest cancelled or failed training of a run not trained since."""
+def resume_training(
+    ctx: AppContext, owner: str | None, experiment: str | None, hub_token: str | None = None
+) -> str:
+    """Resume the experiment's newest cancelled or failed training of a run not trained since
+    (a Hub id student with `hub_token`, as `start_training`)."""
     owner = check_owner(owner)
     with ctx.store() as store:
         exp = ctx.experiment(store, owner, experiment)
@@ -284,5 +295,5 @@ def resume_training(ctx: AppContext, owner: str | None, experiment: str | None) 
         if job is None:
             raise UserError(f"no cancelled or failed training of {exp.name} to resume")
         ctx.quotas.check_running(owner, len(ctx.active_jobs(store, owner)))
-        job = resume_job(store, job.id, owner)
+        job = resume_job(store, job.id, owner, env=user_job_env(hub_token))
     return f"Resumed job {job.id} (run {flag_value(job.argv, '--run')}): {job.status}."

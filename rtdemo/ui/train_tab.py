@@ -128,12 +128,17 @@ def _wire(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _Tab) 
         return v.status, v.percent, v.loss, v.log, gr.Timer(active=v.active)
 
     def start_clicked(
-        owner: str | None, experiment: str | None, request: gr.Request, **values: Any
+        owner: str | None,
+        experiment: str | None,
+        oauth: gr.OAuthToken | None,
+        request: gr.Request,
+        **values: Any,
     ) -> tuple[str, str]:
         settings = form.build(values)
+        token = oauth.token if oauth else None  # a Hub id student: the signed-in user's own token
         try:
             with serving(request):  # the jobs count for this client (fair turns, its cap)
-                return start_training(ctx, owner, experiment, settings)
+                return start_training(ctx, owner, experiment, settings, token)
         except UserError as err:
             return f"⚠️ {err}", train_command(experiment, settings)
 
@@ -159,13 +164,20 @@ def _wire(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _Tab) 
         api_name="training_status",
         concurrency_limit=None,
     )
-    for button, handler in ((tab.cancel, cancel_training), (tab.resume, resume_training)):
-        button.click(
-            shown_errors(partial(handler, ctx)),
-            [owner, experiment],
-            tab.message,
-            api_name=handler.__name__,
-        ).then(**poll, **private)
+
+    @shown_errors
+    def resume_clicked(
+        owner: str | None, experiment: str | None, oauth: gr.OAuthToken | None
+    ) -> str:
+        return resume_training(ctx, owner, experiment, oauth.token if oauth else None)
+
+    for button, handler, api_name in (
+        (tab.cancel, shown_errors(partial(cancel_training, ctx)), "cancel_training"),
+        (tab.resume, resume_clicked, "resume_training"),
+    ):
+        button.click(handler, [owner, experiment], tab.message, api_name=api_name).then(
+            **poll, **private
+        )
     tab.timer.tick(**poll, **private)
     experiment.change(**poll, **private)  # a reload or another experiment: re-attach
     gr.on(

@@ -1,5 +1,7 @@
 """A fake Hugging Face Hub on 127.0.0.1 for the publishing tests: what `HfApi.create_repo` and
-`HfApi.upload_folder` call, storing what it receives into a folder per repo.
+`HfApi.upload_folder` call, storing what it receives into a folder per repo; and for the tests of
+whose token a download carries: the files `hf_hub_download` / `from_pretrained` fetch, with every
+request's Authorization header logged (`requests`, `requests_for`).
 
 huggingface_hub 2.x talks through httpx2 (respx cannot intercept it), so pushes are tested against
 a real server on a loopback port: the library's own request building, NDJSON commits, retries,
@@ -67,6 +69,15 @@ Other endpoints (Hub token; 401 for an unknown one):
 - `GET /api/{type}s/{owner}/{name}[/revision/{rev}]` (info: id, sha, private, siblings),
   `GET .../tree/{rev}` (every file, one page), `GET /api/whoami-v2`.
 
+Downloads: `HEAD` and `GET /{owner}/{name}/resolve/{rev}/{path}` (model repos; dataset and Space
+repos under `/datasets/` and `/spaces/`) answer a file of the repo with its `X-Repo-Commit` and
+`ETag` (no CDN redirect, no xet headers), so `from_pretrained` of a Hub id and `snapshot_download`
+of a repo (info, then tree, then each file) work against this fake (`add_folder` puts a model
+folder in a repo); the revision in the path is ignored (the head is served). As on the real
+Hub, info, tree and resolve also answer a request without any token (anonymous: public repos
+only; a private or missing repo is 401 "Repository not found" then, and 404 for a signed-in user
+who cannot see it); an unknown token is 401 everywhere.
+
 Faults (`hub.fail(endpoint, fault, times=1, repo_type=None)`) apply to the next matching
 requests: "unauthorized" (401), "forbidden" (403), "taken" (409), "server_error" (500), "drop"
 (the connection closes without an answer). `endpoint` is one of `ENDPOINTS`.
@@ -80,8 +91,8 @@ Not emulated (a test that needs one of these needs more than this fake):
   between repos, real presigned-URL expiry, object storage shared between repos;
 - Xet: global deduplication (every chunk query answers 404), chunk/xorb/file merkle hashes (blake3:
   the xorb hash in the URL and the shard's file hash are not recomputed), the shard footer and
-  verification entries (read past, not checked), xorb size limits, downloads (no reconstruction
-  API: `hf_hub_download` does not work against this fake), token refresh on expiry;
+  verification entries (read past, not checked), xorb size limits, xet downloads (no
+  reconstruction API: files are served whole, by `resolve`), token refresh on expiry;
 - accounts: token scopes (every token may write where its user may), fine-grained tokens, org
   roles (every member reads and writes every org repo), gated repos, rate limits (429), quotas,
   repo renames/moves, visibility changes after creation, Spaces' hardware and builds;
@@ -104,6 +115,7 @@ import struct
 import sys
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -117,8 +129,9 @@ OTHER_TOKEN = "hf_" + "fakeTokenOfSomeoneElse0123456789abcd"
 OTHER_USER = "someone"
 HUB_ENDPOINTS = (
     "create", "validate", "preupload", "commit", "tree", "info", "whoami", "xet_token",
-    "lfs_batch", "lfs_verify",
+    "lfs_batch", "lfs_verify", "resolve",
 )  # fmt: skip
+ANONYMOUS_READS = ("info", "tree", "resolve")  # answered without a token too (public repos)
 CAS_ENDPOINTS = ("chunk", "xorb_grant", "xorb_commit", "xorb", "shard")  # the xet token's
 PRESIGNED_ENDPOINTS = ("xorb_upload", "lfs_upload")  # no Authorization: a signed URL
 ENDPOINTS = HUB_ENDPOINTS + CAS_ENDPOINTS + PRESIGNED_ENDPOINTS
@@ -137,6 +150,7 @@ _SECRET = secrets.token_bytes(16)  # signs the presigned URLs
 _REPO = r"/api/(?P<type>model|dataset|space)s/(?P<repo>[^/]+/[^/]+)"
 _GIT = r"/(?:(?P<type>dataset|space)s/)?(?P<repo>[^/]+/[^/]+?)\.git/info/lfs/objects"
 _HASH = r"(?P<hash>[0-9a-f]{64})"
+_PREFIXED = r"/(?P<type>dataset|space)s/(?P<repo>[^/]+/[^/]+)"
 ROUTES = [
     ("POST", re.compile(r"/api/repos/create"), "create"),
     ("POST", re.compile(r"/api/validate-yaml"), "validate"),
@@ -160,6 +174,12 @@ ROUTES = [
     ("POST", re.compile(r"/cas/v1/xorbs/(?P<prefix>[^/]+)/" + _HASH), "xorb"),
     ("POST", re.compile(r"/cas/v(?P<version>[12])/shards"), "shard"),
     ("POST", re.compile(r"(?:/cas)?/v1/telemetry"), "telemetry"),  # hf_xet's; accepted, dropped
+    # Downloads (`hf_hub_download`, `from_pretrained`, `snapshot_download`): dataset and Space
+    # repos under their prefix, model repos without one.
+    ("HEAD", re.compile(_PREFIXED + r"/resolve/(?P<rev>[^/]+)/(?P<file>.+)"), "resolve"),
+    ("GET", re.compile(_PREFIXED + r"/resolve/(?P<rev>[^/]+)/(?P<file>.+)"), "resolve"),
+    ("HEAD", re.compile(r"/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)"), "resolve"),
+    ("GET", re.compile(r"/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)"), "resolve"),
 ]
 
 
@@ -400,6 +420,7 @@ class Request:
     status: int = 0
     authorization: str | None = None
     user: str | None = None
+    repo: str | None = None  # the repo id the path names, if any
 
 
 @dataclass
@@ -442,6 +463,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         self._serve("PUT")
 
+    def do_HEAD(self) -> None:
+        self._serve("HEAD")
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -466,7 +490,7 @@ class _Handler(BaseHTTPRequestHandler):
             if verb == method and match:
                 endpoint, params = name, {k: v for k, v in match.groupdict().items() if v}
                 break
-        if endpoint in ("lfs_batch", "lfs_verify"):
+        if endpoint in ("lfs_batch", "lfs_verify", "resolve"):
             params.setdefault("type", "model")
         params["query"] = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
         repo_type = params.get("type")
@@ -475,6 +499,7 @@ class _Handler(BaseHTTPRequestHandler):
                 repo_type = json.loads(raw or b"{}").get("type") or "model"
         authorization = self.headers.get("Authorization")
         record = Request(method, path, endpoint, repo_type, 0, authorization)
+        record.repo = params.get("repo")
         if endpoint == "telemetry":
             return self._send(record, 200, {})
         hub._record(record)
@@ -491,7 +516,8 @@ class _Handler(BaseHTTPRequestHandler):
         if endpoint in HUB_ENDPOINTS:
             token = (authorization or "").removeprefix("Bearer ")
             record.user = hub.users.get(token)
-            if record.user is None:
+            anonymous = authorization is None and endpoint in ANONYMOUS_READS
+            if record.user is None and not anonymous:
                 return self._error(record, 401, "Invalid credentials in Authorization header")
         elif endpoint in CAS_ENDPOINTS:
             xet = hub._xet_tokens.get((authorization or "").removeprefix("Bearer "))
@@ -513,7 +539,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name.replace("_", "-"), value)
         self.end_headers()
         record.status = status
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     def _error(self, record: Request, status: int, message: str, **headers: str) -> None:
         self._send(record, status, {"error": message}, **headers)
@@ -524,7 +551,9 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.server.hub
         repo = hub.repos.get((params["type"], params["repo"]))
         if repo is None or not hub.can_read(record.user, repo):
-            self._error(record, 404, "Repository not found", X_Error_Code="RepoNotFound")
+            # The Hub answers an anonymous request 401, a signed-in one 404: the same either way.
+            status = 401 if record.user is None else 404
+            self._error(record, status, "Repository not found", X_Error_Code="RepoNotFound")
             return None
         if write and not hub.can_write(record.user, repo):
             message = f"You don't have the rights to write to {repo.repo_type}s/{repo.repo_id}"
@@ -656,6 +685,19 @@ class _Handler(BaseHTTPRequestHandler):
                 entry["lfs"] = {"oid": repo.lfs[path].oid, "size": len(data), "pointerSize": 134}
             files.append(entry)
         self._send(record, 200, files)
+
+    def _resolve(self, record: Request, raw: bytes, params: dict) -> None:
+        """A file of the repo's head (HEAD: its metadata only), as the Hub serves a small file:
+        no redirect to a CDN and no xet headers, so the client downloads it from here."""
+        repo = self._repo(record, params)
+        if repo is None:
+            return
+        path = urllib.parse.unquote(params["file"])  # the client quotes the file's path
+        data = repo.files.get(path)
+        if data is None:
+            return self._error(record, 404, "Entry not found", X_Error_Code="EntryNotFound")
+        etag = repo.lfs[path].oid if path in repo.lfs else git_oid(data)
+        self._send(record, 200, data, X_Repo_Commit=repo.sha, ETag=f'"{etag}"')
 
     def _whoami(self, record: Request, raw: bytes, params: dict) -> None:
         hub = self.server.hub
@@ -950,6 +992,21 @@ class FakeHubServer:
     def folder(self, repo_type: str, repo_id: str) -> Path:
         """Where the repo's files are written: `<root>/<type>s/<owner>/<name>`."""
         return self.root / f"{repo_type}s" / repo_id
+
+    def add_folder(
+        self, repo_id: str, folder: Path, *, private: bool = False, repo_type: str = "model"
+    ) -> Repo:
+        """A repo made before the test holding every file of `folder` (a model folder that
+        `from_pretrained(repo_id)` then downloads)."""
+        root = Path(folder)
+        paths = [p for p in root.rglob("*") if p.is_file()]
+        files = {p.relative_to(root).as_posix(): p.read_bytes() for p in paths}
+        return self.add_repo(repo_type, repo_id, files, private=private)
+
+    def requests_for(self, repo_id: str) -> list[Request]:
+        """The requests that named repo `repo_id` (its info, tree, files), in arrival order."""
+        with self._lock:
+            return [r for r in self.requests if r.repo == repo_id]
 
     def count(self, endpoint: str, repo_type: str | None = None) -> int:
         """Requests received for `endpoint` (of `repo_type`, if given)."""
