@@ -6,9 +6,10 @@ what a user can fix; `publish_tab.py` lays out the tab and wires them. Every sta
 no kept rationales, no token) fail in the tab before any job exists.
 
 The token: on Spaces, the signed-in user's own (OAuth, scope contribute-repos) or one typed in the
-tab — never the Space's `HF_TOKEN`, which belongs to whoever hosts it; elsewhere (one person on
-their own machine) a typed token, else `HF_TOKEN` / `hf auth login`. It reaches only the job,
-through its environment (`secrets_env`).
+tab — never the Space's `HF_TOKEN`, which belongs to whoever hosts it; on one person's own machine
+a typed token, else `HF_TOKEN` / `hf auth login`; on an app shared off Spaces (local access refused,
+`rtdemo.hosting.credentials`) a typed token only. It reaches only the job, through its
+environment (`secrets_env`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 from rtdemo.errors import UserError
+from rtdemo.hosting.credentials import users_share_server_token
 from rtdemo.jobs.files import last_progress
 from rtdemo.jobs.records import Job
 from rtdemo.jobs.runner import list_jobs
@@ -113,8 +115,9 @@ def hub_endpoint() -> str | None:
 
 
 def hub_token(typed: str | None, oauth: str | None, spaces: bool) -> str:
-    """The token of this user: typed, else the signed-in user's (Spaces), else (not on Spaces)
-    this machine's `HF_TOKEN` / `hf auth login` token; a `UserError` if there is none."""
+    """The token of this user: typed, else the signed-in user's (Spaces), else (one person on
+    their own machine only, `users_share_server_token`) this machine's `HF_TOKEN` / `hf auth
+    login` token; a `UserError` if there is none."""
     if typed and typed.strip():
         return typed.strip()
     if oauth:
@@ -123,6 +126,11 @@ def hub_token(typed: str | None, oauth: str | None, spaces: bool) -> str:
         raise UserError(
             "sign in with Hugging Face (the button at the top) to publish with your own account, "
             "or type a token with write access"
+        )
+    if not users_share_server_token():  # a shared app: the server's token is its host's
+        raise UserError(
+            "type a Hugging Face token with write access: this app never publishes with its "
+            "server's own token"
         )
     from huggingface_hub import get_token
 

@@ -39,6 +39,7 @@ from rtdemo.jobs.runner import get_job
 from rtdemo.students.loading import build_tiny_student
 from rtdemo.ui.chat_actions import ChatForm, chat
 from rtdemo.ui.experiments import TaskChoice, create_experiment
+from rtdemo.ui.publish_actions import hub_token as publish_token
 from rtdemo.ui.session import AppContext, new_owner
 from rtdemo.ui.teacher_actions import TeacherChoice, start_generation
 from rtdemo.ui.train_actions import TrainForm, start_training
@@ -181,6 +182,17 @@ def test_on_your_own_machine_nothing_is_taken_away(monkeypatch):
     # A host who shares the app (local access refused) keeps the token to themselves.
     monkeypatch.setenv("RTDEMO_ALLOW_LOCAL_ACCESS", "0")
     assert user_job_env(None) == {credentials.NO_IMPLICIT_ENV: "1"}
+
+
+def test_a_shared_app_off_spaces_never_publishes_with_the_servers_token(monkeypatch):
+    monkeypatch.delenv("SYSTEM", raising=False)
+    monkeypatch.setenv("HF_TOKEN", OWNER_TOKEN)
+    monkeypatch.setenv("RTDEMO_ALLOW_LOCAL_ACCESS", "0")  # the host shares the app
+    with pytest.raises(UserError, match="never publishes with its server's own token"):
+        publish_token("", None, spaces=False)
+    assert publish_token("hf_typed", None, spaces=False) == "hf_typed"
+    monkeypatch.setenv("RTDEMO_ALLOW_LOCAL_ACCESS", "1")  # one person's own machine
+    assert publish_token("", None, spaces=False) == OWNER_TOKEN
 
 
 def test_app_py_protects_the_owners_token_before_serving(hub, tmp_path):
