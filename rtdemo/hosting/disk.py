@@ -3,7 +3,10 @@
 
 An owner's files (`owner_paths`), in the workspace:
 
-    uploads/<owner>/                        their kept uploads (task files, replay files)
+    uploads/<owner hash>/                   their kept uploads (task files, replay files); the
+                                            folder is named by a hash of the owner id, which is
+                                            a visitor's only credential and must not show in a
+                                            command line a visitor shares
     runs/<job id>-<kind>/                   the folders of their jobs (log, progress)
     runs/students/<id>-<experiment>/        their experiments' student runs (base, final/, ...)
     experiments/<owner>/<experiment>/       their experiments' results
@@ -20,6 +23,7 @@ followed, and a file that vanishes while it is measured is skipped. Measuring wa
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -33,8 +37,8 @@ UPLOADS = "uploads"
 
 
 def upload_folder(workspace: Path, owner: str) -> Path:
-    """Where the owner's kept uploads go."""
-    return Path(workspace) / UPLOADS / owner
+    """Where the owner's kept uploads go: `uploads/<16 hex digits of sha256(owner)>`."""
+    return Path(workspace) / UPLOADS / hashlib.sha256(owner.encode()).hexdigest()[:16]
 
 
 def tree_bytes(path: Path) -> int:

@@ -25,7 +25,7 @@ Disk, for every owner (logged in or not); MB are 2^20 bytes:
     RTDEMO_UPLOAD_TTL_S          seconds Gradio keeps its temporary copy of an upload (and of a
                                  file offered for download) before deleting it (default 3,600;
                                  checked every tenth of that; 0 = never, Gradio's default). The
-                                 app keeps its own copy of a file it uses (`uploads/<owner>/`)
+                                 app keeps its own copy of a file it uses (`uploads/<owner hash>/`)
 
 The disk caps are checked before a job starts and before an upload is kept (`check_disk`): an
 owner at their cap, or a workspace at its cap, starts nothing new until files are removed.

@@ -20,6 +20,7 @@ from rtdemo.curation.curate import export_jsonl
 from rtdemo.errors import UserError
 from rtdemo.generation.request import generation_plan
 from rtdemo.generation.samples import load_samples
+from rtdemo.hosting.disk import upload_folder
 from rtdemo.hosting.quotas import Quotas
 from rtdemo.jobs.records import Job
 from rtdemo.jobs.runner import cancel_job
@@ -123,7 +124,8 @@ def test_builtin_run_stores_samples_and_reports_teacher_accuracy_then_replay(
     job = wait_ended(ui_ctx, owner)
     assert job.status == "done", job.error
     kept = Path(job.argv[job.argv.index("--replay-file") + 1])
-    assert kept.parent == ui_ctx.workspace / "uploads" / owner and kept.is_file()
+    assert kept.parent == upload_folder(ui_ctx.workspace, owner) and kept.is_file()
+    assert owner not in command  # a visitor's only credential never shows in a command line
     # The tab names the data folder by its variable, never by the server's path.
     assert f"--replay-file $RTDEMO_HOME/{kept.relative_to(ui_ctx.workspace)}" in command
     assert str(ui_ctx.workspace) not in command

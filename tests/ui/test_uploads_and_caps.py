@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rtdemo.errors import UserError
+from rtdemo.hosting.disk import upload_folder
 from rtdemo.hosting.quotas import MB, Quotas
 from rtdemo.tasks import synthetic
 from rtdemo.ui.experiments import TaskChoice, create_experiment, experiment_names
@@ -139,8 +140,9 @@ def test_a_file_refused_for_its_content_leaves_no_kept_copy(tmp_path, owner, gra
 
 def test_disk_caps_refuse_an_upload_and_a_job_before_any_work(tmp_path, owner, gradio_dir):
     ctx = AppContext(tmp_path / "ws", Quotas(max_owner_disk_mb=1, max_disk_mb=3))
-    (ctx.workspace / "uploads" / owner).mkdir(parents=True)
-    (ctx.workspace / "uploads" / owner / "old.csv").write_bytes(b"x" * (MB - 1000))
+    mine = upload_folder(ctx.workspace, owner)
+    mine.mkdir(parents=True)
+    (mine / "old.csv").write_bytes(b"x" * (MB - 1000))
     upload = _gradio_upload(gradio_dir, "new.csv", GOOD + "y" * 2000)
     choice = TaskChoice("gsm8k", "file", file=str(upload))
     fits = r"this upload \(2\.0 KB\) does not fit: your files .* 1,023 KB"
@@ -154,7 +156,7 @@ def test_disk_caps_refuse_an_upload_and_a_job_before_any_work(tmp_path, owner, g
         planned.append("planned")
         raise AssertionError("the plan must not run: the disk check comes first")
 
-    (ctx.workspace / "uploads" / owner / "more.csv").write_bytes(b"x" * 1000)
+    (mine / "more.csv").write_bytes(b"x" * 1000)
     with pytest.raises(UserError, match=r"use 1\.0 MB of your 1\.0 MB: no new job can start"):
         ctx.start(owner, ["train", "--experiment", "x"], plan)
     everyone = AppContext(ctx.workspace, Quotas(max_disk_mb=3))
@@ -236,7 +238,7 @@ def test_a_replay_file_kept_for_a_job_that_does_not_start_is_deleted(tmp_path, o
     ctx = AppContext(tmp_path / "ws", Quotas(max_owner_disk_mb=1))
     create_experiment(ctx, owner, "letters", TaskChoice("coin_flip", "synthetic", size=10))
     replay = _gradio_upload(gradio_dir, "completions.jsonl", "{}\n" * 50)  # 150 bytes
-    old = ctx.workspace / "uploads" / owner / "old.bin"
+    old = upload_folder(ctx.workspace, owner) / "old.bin"
     old.parent.mkdir(parents=True)
     old.write_bytes(b"x" * (MB - 150))  # the upload just fits; then the owner is at the cap
     with pytest.raises(UserError, match="no new job can start"):
