@@ -78,7 +78,7 @@ class ChatForm:
         teacher = TEACHERS.get(form.teacher, form.teacher or "builtin")
         if teacher not in TEACHERS.values():
             raise UserError(f"the chat teacher is one of {', '.join(TEACHERS)}")
-        return cls(
+        checked = cls(
             teacher=teacher,
             base_url=(form.base_url or "").strip(),
             model=(form.model or "").strip(),
@@ -88,6 +88,20 @@ class ChatForm:
             student=(form.student or "").strip(),
             student_max_tokens=int(form.student_max_tokens or STUDENT_MAX_NEW_TOKENS),
         )
+        # Bounded before anything runs: a chat holds the CPU (and a teacher's bill) while it lasts.
+        _within("the teacher's max tokens", checked.teacher_max_tokens, 1, MAX_CHAT_TOKENS)
+        _within("the student's max tokens", checked.student_max_tokens, 1, MAX_CHAT_TOKENS)
+        _within("the teacher's temperature", checked.temperature, 0.0, 2.0)
+        return checked
+
+
+MAX_CHAT_TOKENS = 1024  # per side and turn, for the teacher's calls and the student's answer
+MAX_QUESTION_CHARS = 4000  # a chat question (the longest paper question is under 2,000)
+
+
+def _within(what: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise UserError(f"{what} must be between {low:g} and {high:g}, not {value:g}")
 
 
 # -- choices ----------------------------------------------------------------------------------
@@ -282,6 +296,11 @@ def chat(
     question = (question or "").strip()
     if not question:
         raise UserError("type a question, or press 🎲 for a random test question")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise UserError(
+            f"the question is {len(question):,} characters long: this chat takes at most "
+            f"{MAX_QUESTION_CHARS:,}"
+        )
     with ctx.store() as store:
         exp = ctx.experiment(store, owner, experiment)
         spec = resolve_student(store, exp, form.student, token)

@@ -139,6 +139,26 @@ def test_teachers_are_checked_before_anything_runs(monkeypatch):
     )
 
 
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("student_max_tokens", 10**9, "student's max tokens must be between 1 and 1024"),
+        ("teacher_max_tokens", 5000, "teacher's max tokens must be between 1 and 1024"),
+        ("teacher_max_tokens", -1, "teacher's max tokens"),
+        ("temperature", 7.0, "temperature must be between 0 and 2"),
+    ],
+)
+def test_a_chats_sizes_are_bounded_before_anything_runs(field, value, message):
+    # A public Space: one visitor's chat must not hold the CPU lock (or a teacher's bill) forever.
+    with pytest.raises(UserError, match=message):
+        ChatForm.of(**{field: value})
+
+
+def test_a_very_long_question_is_refused_before_anything_runs(ui_ctx, owner, letters_experiment):
+    with pytest.raises(UserError, match="at most 4,000"):
+        next(chat(ui_ctx, owner, letters_experiment, "x" * 4001, ChatForm()))
+
+
 def test_model_text_in_markdown_is_escaped():
     shown = plain("<img src=x onerror=alert(1)> *bold* [a](javascript:x)")
     assert "<img" not in shown and "&lt;img" in shown
