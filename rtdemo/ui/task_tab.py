@@ -10,6 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 from rtdemo.errors import UserError
+from rtdemo.redaction import hide_folder
 from rtdemo.tasks import TASKS, SourceOptions, get_task, load_examples, pick_source, source_status
 from rtdemo.tasks.synthetic import split_size
 from rtdemo.tasks.types import SOURCES, SPLITS
@@ -37,10 +38,23 @@ def source_notes(key: str) -> str:
     """Markdown: each source of the task and why it is (not) available here."""
     task = TASKS[key]
     lines = [f"**{task.name}** — {task.description} Answer type: `{task.answer_type}`."]
-    for name, (ok, why) in source_status(task, SourceOptions()).items():
-        lines.append(f"- {'✔' if ok else '✘'} **{name}**: {why}")
+    options = SourceOptions()
+    for name, (ok, why) in source_status(task, options).items():
+        lines.append(f"- {'✔' if ok else '✘'} **{name}**: {_hide_server_folders(why, options)}")
     lines += [f"- {note}" for note in task.notes]
     return "\n".join(lines)
+
+
+def _hide_server_folders(text: str, options: SourceOptions) -> str:
+    """`text` with the server's data folders named by their variables, not their paths."""
+    resolved = options.resolved()
+    for folder, name in (
+        (resolved.paper_data, "$RTDEMO_PAPER_DATA"),
+        (resolved.hub_dir, "$RTDEMO_HUB_DIR"),
+    ):
+        if folder is not None:
+            text = hide_folder(text, folder, name)
+    return text
 
 
 def preview(

@@ -36,6 +36,15 @@ def test_source_notes_explain_missing_sources():
     assert "needs network or a local copy" in source_notes("gsm8k")
 
 
+def test_source_notes_name_the_servers_folders_by_their_variables(tmp_path, monkeypatch):
+    # A visitor of a public Space sees which sources exist, not where they are on the server.
+    (tmp_path / "dataset").mkdir()
+    monkeypatch.setenv("RTDEMO_PAPER_DATA", str(tmp_path))
+    monkeypatch.setenv("RTDEMO_HUB_DIR", str(tmp_path / "hub"))
+    notes = source_notes("coin_flip") + source_notes("gsm8k")
+    assert "$RTDEMO_PAPER_DATA" in notes and str(tmp_path) not in notes
+
+
 @pytest.mark.slow
 def test_launched_app_answers_a_client():
     from gradio_client import Client
