@@ -49,6 +49,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from rtdemo.envvars import env_number
 from rtdemo.errors import UserError
 from rtdemo.hosting.quotas import on_spaces, owner_is_visitor
 
@@ -61,16 +62,7 @@ _CLIENT: ContextVar[str | None] = ContextVar("rtdemo_client", default=None)
 
 
 def _count(env: Mapping[str, str], name: str, default: int, meaning: str) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise UserError(f"{name}={raw!r}: give a whole number, 0 or more ({meaning})")
-    return value
+    return int(env_number(env, name, default, integer=True, meaning=meaning))
 
 
 def trusted_proxies(env: Mapping[str, str] | None = None) -> int:

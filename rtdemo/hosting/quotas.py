@@ -37,6 +37,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from rtdemo.envvars import env_number
 from rtdemo.errors import UserError
 
 LOGGED_IN_PREFIX = "hf:"  # owners logged in with Hugging Face: "hf:<username>"
@@ -63,16 +64,7 @@ def owner_is_visitor(owner: str) -> bool:
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise UserError(f"{name}={raw!r} is not a whole number (0 means no limit)") from None
-    if value < 0:
-        raise UserError(f"{name} must be 0 (no limit) or more, not {value}")
-    return value
+    return int(env_number(env, name, default, integer=True))
 
 
 @dataclass(frozen=True)

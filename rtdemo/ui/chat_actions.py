@@ -18,7 +18,6 @@ generation itself is one at a time (`rtdemo.chat.student`, a lock held while it 
 
 from __future__ import annotations
 
-import os
 import random
 import tempfile
 import threading
@@ -33,6 +32,7 @@ import pandas as pd
 from rtdemo.chat.session import TEACHER_MAX_TOKENS, Side, chat_exchange, teacher_side
 from rtdemo.chat.student import STUDENT_MAX_NEW_TOKENS, StudentSpec, student_side
 from rtdemo.chat.votes import VOTES, list_votes, save_vote, write_votes_jsonl
+from rtdemo.envvars import env_number
 from rtdemo.errors import UserError
 from rtdemo.hosting.access import check_model_name, check_public_url, looks_like_path
 from rtdemo.hosting.credentials import user_token
@@ -189,16 +189,7 @@ def random_test_question(
 
 
 def _env_number(env: Mapping[str, str] | None, name: str, default: float) -> float:
-    raw = (os.environ if env is None else env).get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value < 0:
-        raise UserError(f"{name}={raw!r}: give a number, 0 or more")
-    return value
+    return env_number(env, name, default)
 
 
 def max_chats(env: Mapping[str, str] | None = None) -> int | None:

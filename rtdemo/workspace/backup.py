@@ -83,6 +83,7 @@ from typing import TYPE_CHECKING, Any
 from huggingface_hub import CommitScheduler
 
 from rtdemo import __version__
+from rtdemo.envvars import env_number
 from rtdemo.errors import UserError
 from rtdemo.publishing.errors import hub_error
 from rtdemo.workspace.store import DB_NAME, SCHEMA_VERSION, workspace_path
@@ -123,17 +124,11 @@ QUEUED_ERROR = (
 # Settings -----------------------------------------------------------------------------------
 
 
+_MEANINGS = {EVERY_ENV: "minutes between pushes", MAX_MODEL_ENV: "MB, the largest model folder"}
+
+
 def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not value >= minimum or value == float("inf"):
-        raise UserError(f"{name}={raw!r}: give a number of at least {minimum:g}")
-    return value
+    return env_number(env, name, default, minimum=minimum, meaning=_MEANINGS[name])
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

@@ -36,7 +36,8 @@ def test_disk_settings_come_from_the_environment_with_spaces_defaults():
         {"SYSTEM": "spaces", "RTDEMO_MAX_OWNER_DISK_MB": "0", "RTDEMO_MAX_UPLOAD_MB": "0"}
     )
     assert custom.max_owner_disk_mb == 0 and custom.max_upload_bytes is None
-    with pytest.raises(UserError, match="RTDEMO_MAX_DISK_MB must be 0"):
+    negative = r"RTDEMO_MAX_DISK_MB='-1': give a whole number of at least 0 \(0 means no limit\)"
+    with pytest.raises(UserError, match=negative):
         Quotas.from_env({"RTDEMO_MAX_DISK_MB": "-1"})
 
 
