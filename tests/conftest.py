@@ -42,6 +42,21 @@ def paper_data() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def smollm2_folder() -> Path:
+    """The prepared SmolLM2-135M-Instruct folder (`rtdemo models prepare smollm2-135m`, which
+    `scripts/dev test` runs). Real-model tests use it; missing, it is a failure, never a skip."""
+    from rtdemo.models import prepared
+
+    folder = prepared("smollm2-135m")
+    if folder is None:
+        pytest.fail(
+            "the real model smollm2-135m is not prepared (or its folder is incomplete): run "
+            "`.venv/bin/python -m rtdemo models prepare smollm2-135m` (scripts/dev test does)"
+        )
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path, monkeypatch):
     """Each test gets its own workspace and no ambient data folders."""
