@@ -130,6 +130,11 @@ def _summary(store: Store, exp: Experiment, stats: RunStats, args: argparse.Name
         f"{y['questions_with_a_correct_sample']} of {len(y['questions'])} questions have at "
         "least one correct rationale"
     )
+    spread = stats.diversity.result()  # this teacher setting's samples of these questions
+    if stats.samples_per_question > 1:
+        print(f"diversity (D={stats.samples_per_question}): {spread.describe()}")
+    if warning := spread.warning():
+        print(f"warning: {warning}")
     if stats.stopped == "budget":
         print(f"stopped at the budget of ${args.budget}: raise --budget and run again to continue")
     elif stats.stopped == "cancelled":

@@ -173,12 +173,18 @@ def _show_experiment(store, args: argparse.Namespace) -> int:
         f"filtering and review; {y['questions_with_a_correct_sample']} questions have at least "
         "one correct rationale"
     )
-    print(f"{'index':>6} {'samples':>7} {'correct':>7} {'truncated':>9} {'failed':>6}  question")
+    print(f"diversity: {y['diversity']}")
+    if y["diversity_warning"]:
+        print(f"warning: {y['diversity_warning']}")
+    print(
+        f"{'index':>6} {'samples':>7} {'correct':>7} {'truncated':>9} {'failed':>6} "
+        f"{'distinct':>8}  question"
+    )
     for q in y["questions"]:
         text = q["question"].replace("\n", " ")
         print(
             f"{q['index']:>6} {q['samples']:>7} {q['correct']:>7} {q['truncated']:>9} "
-            f"{q['failed']:>6}  {text[:70]}"
+            f"{q['failed']:>6} {q['distinct']:>8}  {text[:70]}"
         )
     return 0
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from rtdemo.errors import UserError
+from rtdemo.generation.diversity import diversity
 from rtdemo.generation.samples import Sample, SampleKey, load_samples
 from rtdemo.students.loading import StudentKind
 from rtdemo.tasks.types import Example
@@ -285,10 +286,15 @@ def import_jsonl(store: Store, experiment: Experiment, path: Path) -> dict[str, 
 
 
 def question_yield(store: Store, experiment: Experiment, split: str | None = "train") -> dict:
-    """Per question: samples, correct and truncated counts; overall teacher accuracy."""
+    """Per question: samples, correct, truncated and failed counts, and distinct rationales
+    (after whitespace normalisation); overall teacher accuracy, distinct rationales per question
+    on average, and the warning when every question's samples at T > 0 came back identical
+    (`rtdemo.generation.diversity`; None otherwise)."""
     questions = {(q.split, q.index): q for q in store.questions(experiment.id, split)}
     rows: dict[tuple, dict] = {}
-    for s in load_samples(store, experiment.id, split=split):
+    samples = load_samples(store, experiment.id, split=split)
+    spread = diversity(samples)
+    for s in samples:
         q = questions.get((s.split, s.idx))
         r = rows.setdefault(
             (s.split, s.idx),
@@ -301,6 +307,7 @@ def question_yield(store: Store, experiment: Experiment, split: str | None = "tr
                 "correct": 0,
                 "truncated": 0,
                 "failed": 0,
+                "distinct": spread.per_question.get((s.split, s.idx), 0),
             },
         )
         r["samples"] += 1
@@ -316,6 +323,11 @@ def question_yield(store: Store, experiment: Experiment, split: str | None = "tr
         "correct": correct,
         "accuracy": correct / done if done else None,
         "questions_with_a_correct_sample": sum(1 for r in rows.values() if r["correct"]),
+        "distinct_per_question": spread.mean_distinct,
+        "identical_questions": spread.identical,
+        "sampled_questions": spread.sampled,
+        "diversity": spread.describe(),
+        "diversity_warning": spread.warning(),
     }
 
 

@@ -14,7 +14,9 @@ a fatal error elsewhere are all checked during the waits. A teacher that never a
 connection failures or timeouts, 5 tries) or answered no request for a whole retry deadline ends
 the run with one message. Frugal: a budget cap stops the run cleanly before a request could
 exceed it. Impossible to lose: each call's result is committed as it arrives, and a re-run
-requests only what is not stored.
+requests only what is not stored. Honest about diversity: the progress record counts distinct
+rationales per question (`rtdemo.generation.diversity`), and how many questions' D > 1 samples
+came back identical (a server that ignores `temperature` or `n`).
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Annotated, NoReturn
 
 from pydantic import Field
 
 from rtdemo.errors import UserError
+from rtdemo.generation.diversity import DiversityTally
 from rtdemo.generation.pricing import Price, usage_cost
 from rtdemo.generation.samples import (
     SampleKey,
@@ -124,14 +127,21 @@ class RunStats:
     started: float = field(default_factory=time.monotonic)
     done_at_start: int = 0
     stopped: str | None = None
+    samples_per_question: int = 1  # D
+    #: distinct rationales per question of this teacher setting (stored ones and this run's)
+    diversity: DiversityTally = field(default_factory=DiversityTally, repr=False, compare=False)
 
     def progress(self) -> dict:
-        """A progress record: done, total, failures, spend, rate, ETA, teacher accuracy."""
+        """A progress record: done, total, failures, spend, rate, ETA, teacher accuracy, and
+        diversity (distinct rationales per question; questions with D > 1 samples, and how many
+        of those are identical)."""
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = (self.done - self.done_at_start) / elapsed
         left = self.total - self.done - self.failed
+        hidden = ("started", "done_at_start", "diversity")
         return {
-            **{k: v for k, v in asdict(self).items() if k not in ("started", "done_at_start")},
+            **{f.name: getattr(self, f.name) for f in fields(self) if f.name not in hidden},
+            **self.diversity.progress(),
             "failures": self.failed,
             "spend": round(self.spend, 6),
             "rate": round(rate, 3),
@@ -197,6 +207,8 @@ class Generator:
         self.store, self.experiment, self.teacher = store, experiment, teacher
         self.settings, self.answer, self.price = settings, answer, price
         self.key = SampleKey.of(teacher.info, settings.temperature, settings.max_tokens)
+        k = self.key
+        self._setting = (k.teacher, k.base_url, k.model, k.temperature, k.max_tokens)
         self.on_progress = on_progress or (lambda stats: None)
         self.should_stop = should_stop or (lambda: False)
         self.stats = RunStats()
@@ -359,6 +371,8 @@ class Generator:
                 sid = save_rationale(self.store, slot, prompt, reply, cost, settings)
                 self._rationales[sid] = reply.text
                 self._truncated[sid] = reply.finish_reason == "length"
+                question = (example.split, example.index)
+                self.stats.diversity.add_text(question, self._setting, reply.text)
                 answers.append(self._answer(example, sid, prompt, index, call_2_cost))
         results = await asyncio.gather(*answers, return_exceptions=True)
         for result in results:
@@ -374,12 +388,15 @@ class Generator:
             stored[(s.split, s.idx, s.sample_index)] = s
         plan, d = [], self.settings.samples
         self.stats.total = len(questions) * d
+        self.stats.samples_per_question = d
         self._rationales: dict[int, str] = {}
         self._truncated: dict[int, bool] = {}
         for q in questions:
             need_1, need_2 = [], []
             for i in range(d):
                 s = stored.get((q.split, q.index, i))
+                if s is not None and s.rationale is not None and s.status != "failed":
+                    self.stats.diversity.add(s)
                 if s is not None and s.status == "done":
                     self.stats.done += 1
                     self.stats.correct += bool(s.correct)

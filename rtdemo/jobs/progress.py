@@ -1,7 +1,8 @@
 """Progress for people: one formatter for a progress record, and one throttle for its lines.
 
 A progress record is what a stage reports as it goes (a job appends them to its progress file):
-generation `done`/`total`/`failures`/`spend`/`accuracy`, training `step`/`total`/`loss`/
+generation `done`/`total`/`failures`/`spend`/`accuracy` (and, for D > 1, distinct rationales
+per question and questions whose samples are identical), training `step`/`total`/`loss`/
 `learning_rate`/`tokens_per_second`, evaluation `done`/`total`; any of them may have an `eta`.
 `format_progress` makes one line of whichever figures a record has, for the terminal, a job's log
 (", " between figures) and the tabs (" · "):
@@ -53,6 +54,17 @@ def format_progress(record: dict[str, Any] | None, sep: str = ", ") -> str:
     parts += [
         text.format(float(record[name])) for name, text in FIGURES if record.get(name) is not None
     ]
+    if (record.get("samples_per_question") or 1) > 1 and record.get("distinct_per_question"):
+        # Diverse reasoning: D samples per question, of which how many differ.
+        parts.append(
+            f"{float(record['distinct_per_question']):.2f} distinct rationales per question "
+            f"(D={record['samples_per_question']})"
+        )
+        if record.get("identical_questions"):
+            parts.append(
+                f"{record['identical_questions']} of {record['sampled_questions']} questions' "
+                "samples identical"
+            )
     if record.get("eta") is not None:
         parts.append(f"ETA {duration(record['eta'])}")
     return sep.join(parts)

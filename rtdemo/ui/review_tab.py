@@ -225,7 +225,7 @@ def _layout() -> _Tab:
         with gr.Tab("Per-question yield", id="yield"):
             yields = gr.Dataframe(
                 headers=rv.YIELD_HEADERS,
-                datatype=["str", "str", *["number"] * 6],
+                datatype=["str", "str", *["number"] * 7],
                 interactive=False,
                 wrap=True,
             )

@@ -23,6 +23,7 @@ from rtdemo.curation.curate import (
     review_counts,
 )
 from rtdemo.errors import UserError
+from rtdemo.generation.diversity import diversity
 from rtdemo.ui.session import AppContext
 
 SPLIT = "train"  # the student trains on the train split: that is what a reviewer curates
@@ -52,6 +53,7 @@ YIELD_HEADERS = [
     "accepted",
     "rejected",
     "kept",
+    "distinct rationales",
 ]
 # Words with their trailing spaces: a rewrite reads as one removed and one added run, not as
 # an alternation of words around the spaces they happen to share.
@@ -156,11 +158,17 @@ def _table_row(c: Curated) -> list[str]:
 
 
 def yield_rows(curated: list[Curated]) -> list[list]:
-    """Per question: finished samples, correct, truncated, accepted, rejected and kept."""
+    """Per question: finished samples, correct, truncated, accepted, rejected, kept, and the
+    distinct rationales the teacher wrote (after whitespace normalisation: D samples that are
+    one rationale repeated count 1)."""
+    spread = diversity(c.sample for c in curated)
     rows: dict[tuple[str, int], list] = {}
     for c in curated:
         s = c.sample
-        row = rows.setdefault((s.split, s.idx), [str(s.idx), c.question, 0, 0, 0, 0, 0, 0])
+        distinct = spread.per_question.get((s.split, s.idx), 0)
+        row = rows.setdefault(
+            (s.split, s.idx), [str(s.idx), c.question, 0, 0, 0, 0, 0, 0, distinct]
+        )
         row[2] += 1
         row[3] += bool(s.correct)
         row[4] += s.truncated

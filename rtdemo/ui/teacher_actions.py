@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from rtdemo.errors import UserError
+from rtdemo.generation.diversity import diversity
 from rtdemo.generation.request import GenerationRequest, generation_plan, stored_questions
 from rtdemo.generation.request import estimate_generation as estimate
 from rtdemo.generation.run import GenerationSettings
-from rtdemo.generation.samples import load_samples
+from rtdemo.generation.samples import Sample, load_samples
 from rtdemo.hosting.access import check_command
 from rtdemo.hosting.credentials import for_user, user_job_env
 from rtdemo.jobs.plan import JobPlan
@@ -183,15 +184,17 @@ def start_generation(
 def watch_generation(
     ctx: AppContext, owner: str | None, experiment: str | None
 ) -> tuple[Job | None, tuple[str, float, str, list[list[Any]]]]:
-    """The newest generation job (None: none yet) and what the tab shows of it: status line,
-    progress, log tail and newest samples."""
+    """The newest generation job (None: none yet) and what the tab shows of it: status line
+    (with the diversity of the job's split when it has D > 1 samples at T > 0), progress, log
+    tail and newest samples."""
     if not owner or not experiment:
         return None, ("No experiment selected.", 0.0, "", [])
     with ctx.store() as store:
         exp = ctx.experiment(store, owner, experiment)
         job = ctx.latest_job(store, owner, exp, KINDS)
-        rows = _newest_samples(store, exp, job) if job is not None else []
-    return job, (*job_status(job), rows)
+        samples = load_samples(store, exp.id, split=_job_split(job)) if job is not None else []
+    status, fraction, log = job_status(job)
+    return job, (status + diversity_note(samples), fraction, log, _newest(samples))
 
 
 def _job_split(job: Job) -> str:
@@ -199,9 +202,22 @@ def _job_split(job: Job) -> str:
     return argv[argv.index("--split") + 1] if "--split" in argv[:-1] else "train"
 
 
-def _newest_samples(store, exp: Experiment, job: Job) -> list[list[Any]]:
-    """The newest samples of the job's split; teacher text stays plain text in a table."""
-    samples = sorted(load_samples(store, exp.id, split=_job_split(job)), key=lambda s: -s.id)
+def diversity_note(samples: list[Sample]) -> str:
+    """Markdown for the status: distinct rationales per question when questions have D > 1
+    samples at T > 0, and a warning when all of them came back identical ("" otherwise). Only
+    counts: no text a teacher wrote."""
+    spread = diversity(samples)
+    if not spread.sampled:
+        return ""
+    note = f"\n\n**Diversity** ({samples[0].split} split): {spread.describe()}"
+    if warning := spread.warning():
+        note += f"\n\n⚠️ {warning}"
+    return note
+
+
+def _newest(samples: list[Sample]) -> list[list[Any]]:
+    """The newest samples; teacher text stays plain text in a table."""
+    samples = sorted(samples, key=lambda s: -s.id)
     return [
         [
             s.split,

@@ -33,7 +33,10 @@ What it emulates, as the real API does it:
   `finish_reason` "length".
 - `n` choices with distinct texts: the responder is called once per choice, and a responder that
   takes a `choice` argument gets the choice's index (both built-in responders do, and vary their
-  text by it, as sampling at a temperature would).
+  text by it, as sampling at a temperature would). A server that does not sample
+  (`no_sampling=True`) gives every choice, and every request, choice 0's text; with `max_n=1`
+  as well it behaves as `transformers serve` does on a model whose generation config does not
+  sample: one choice whatever `n` says, the same text whatever `temperature` says.
 - Choices out of order (`shuffle_choices=True`): a non-streamed reply lists its choices, each with
   its `index`, in a permuted order (never the identity when n > 1); a streamed reply interleaves
   its choices' chunks in a seeded random order. Without it a streamed reply with n > 1 still
@@ -428,7 +431,8 @@ class _Handler(BaseHTTPRequestHandler):
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
         choices = []
         for index in range(min(int(body.get("n") or 1), fake.max_n or 128)):
-            text, cut = limit_tokens(respond(fake.responder, body, endpoint, index), limit)
+            choice = 0 if fake.no_sampling else index
+            text, cut = limit_tokens(respond(fake.responder, body, endpoint, choice), limit)
             if fault == "truncate":
                 text, cut = limit_tokens(text, fake.faults.truncate_tokens)[0], True
             choices.append((text, None if fake.null_finish_reason else "length" if cut else "stop"))
@@ -554,6 +558,7 @@ class FakeOpenAIServer:
         usage: bool = True,
         max_n: int | None = None,
         shuffle_choices: bool = False,
+        no_sampling: bool = False,
     ) -> None:
         self.api_key = api_key
         self.models = list(models) if models is not None else None
@@ -565,6 +570,7 @@ class FakeOpenAIServer:
         self.usage = usage  # False: replies carry no `usage`
         self.max_n = max_n  # answer at most this many choices, like servers that ignore `n`
         self.shuffle_choices = shuffle_choices  # choices out of order, streams at random
+        self.no_sampling = no_sampling  # every choice is choice 0's text (greedy whatever T)
         self.handler_errors: list[str] = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # held requests, in-flight counts
