@@ -6,14 +6,21 @@ Plain functions `(ctx, owner, experiment_name, ...)` over the core (`rtdemo.chat
 fix; `chat_tab.py` lays out the tab and wires them; `chat_view.py` says what the tab shows of an
 exchange (model text as plain strings; what goes into Markdown escaped first).
 
-The queue rule: on a machine without a GPU the student does not generate while a torch job
-(training or evaluation, anyone's) runs there; it waits, says which job it waits for, and starts
-when that job ends. The teacher answers meanwhile. A student waits at most `student_wait_s()`
-seconds (`RTDEMO_CHAT_WAIT_S`, default 60; 0: it says "busy" at once); then it answers "busy: ask
-again when job N has finished", so that an exchange never holds its place for the length of a
-training run. Waiting takes nothing from anyone: every exchange runs on its own (the tab allows
-`max_chats()` at once, `RTDEMO_MAX_CHATS`, default 8; 0: no limit), and only the student's
-generation itself is one at a time (`rtdemo.chat.student`, a lock held while it generates).
+The teachers: the built-in one (offline, Coin Flip and Last Letter Concatenation), an
+OpenAI-compatible server (the user's key), or a local model run in the app process (`hf`: a
+prepared registry name such as `smollm2-135m`, the default once it is prepared here, a Hub id, or a
+model folder where local access is allowed), loaded once and kept (`rtdemo.chat.teacher`).
+
+The queue rule: on a machine without a GPU a model that runs in the app process (the student, and
+a local-model teacher) does not generate while a torch job (training or evaluation, anyone's) runs
+there; it waits, says which job it waits for, and starts when that job ends. The built-in and API
+teachers answer meanwhile. A side waits at most `student_wait_s()` seconds (`RTDEMO_CHAT_WAIT_S`,
+default 60; 0: it says "busy" at once); then it answers "busy: ask again when job N has finished",
+so that an exchange never holds its place for the length of a training run. Waiting takes nothing
+from anyone: every exchange runs on its own (the tab allows `max_chats()` at once,
+`RTDEMO_MAX_CHATS`, default 8; 0: no limit), and only generation itself is one at a time per model
+(the student's: `rtdemo.chat.student`, a lock held while it generates; a local teacher's: its own
+lock), so an exchange's local teacher and student may generate side by side.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ from typing import Any
 
 import pandas as pd
 
+from rtdemo.chat import student as chat_student
 from rtdemo.chat.session import TEACHER_MAX_TOKENS, Side, chat_exchange, teacher_side
 from rtdemo.chat.student import STUDENT_MAX_NEW_TOKENS, StudentSpec, student_side
+from rtdemo.chat.teacher import LOCAL_TEACHERS, KeptTeacher
 from rtdemo.chat.votes import VOTES, list_votes, save_vote, write_votes_jsonl
 from rtdemo.envvars import env_number
 from rtdemo.errors import UserError
@@ -38,6 +47,7 @@ from rtdemo.hosting.access import check_model_name, check_public_url, looks_like
 from rtdemo.hosting.credentials import user_token
 from rtdemo.jobs.records import Job
 from rtdemo.jobs.runner import refresh_stale, running_torch_job
+from rtdemo.models import is_registry_name, prepared
 from rtdemo.students.loading import student_kind
 from rtdemo.tasks import get_task
 from rtdemo.tasks.types import Example
@@ -46,10 +56,11 @@ from rtdemo.teachers.spec import BUILTIN_TASKS, TeacherSpec
 from rtdemo.teachers.spec import build_teacher as build
 from rtdemo.training.runs import list_runs
 from rtdemo.ui.chat_view import ChatView, view_of
+from rtdemo.ui.model_notes import LOCAL_MODEL, default_local_model, how_to_prepare
 from rtdemo.ui.session import AppContext, check_owner
 from rtdemo.workspace.store import Experiment, Store
 
-TEACHERS = {"built-in (offline)": "builtin", "OpenAI-compatible": "openai"}
+TEACHERS = {"built-in (offline)": "builtin", "OpenAI-compatible": "openai", "Local model": "hf"}
 FORMAT_NAMES = {"cot": "Fine-tune-CoT", "vanilla": "vanilla baseline"}
 VOTE_COLUMNS = ["#", "time", "vote", "question", "gold", "teacher ✓", "student ✓", "student"]
 _JOB_NAMES = {"train": "training", "evaluate": "evaluation", "generate": "generation"}
@@ -61,9 +72,9 @@ CHAT_WAIT_ENV, DEFAULT_CHAT_WAIT_S = "RTDEMO_CHAT_WAIT_S", 60.0
 class ChatForm:
     """The tab's settings (no key: it travels beside the form, never into a record)."""
 
-    teacher: str = "builtin"  # "builtin" or "openai"
+    teacher: str = "builtin"  # "builtin", "openai" or "hf" (a local model)
     base_url: str = ""
-    model: str = ""
+    model: str = ""  # openai: as the server knows it; hf: "" is `default_local_model()`
     mode: str = "chat"
     temperature: float = 0.0
     teacher_max_tokens: int = TEACHER_MAX_TOKENS
@@ -144,14 +155,39 @@ def resolve_student(
     return StudentSpec(name, "cot", f"{name} (not trained here: read as Fine-tune-CoT)")
 
 
-def build_teacher(form: ChatForm, task: str, key: str = "") -> Teacher:
-    """The chat's teacher, built the way `rtdemo generate` builds it (the key stays in memory)."""
+def local_teacher_name(form: ChatForm) -> str:
+    """The local model a chat's `hf` teacher is: the typed one, else `smollm2-135m` once prepared;
+    checked as every model a user names is (on a shared app no folder of the server), and a
+    registry name that is not prepared here says how to prepare it."""
+    name = form.model or default_local_model()
+    if not name:
+        raise UserError(
+            "type the local teacher model (a Hugging Face Hub id, or a model folder on your own "
+            f"machine), or prepare {LOCAL_MODEL}: {how_to_prepare(LOCAL_MODEL)}"
+        )
+    if is_registry_name(name) and prepared(name) is None:
+        raise UserError(
+            f"the local teacher {name!r} is not prepared on this server: {how_to_prepare(name)}; "
+            "or choose another teacher"
+        )
+    check_model_name(name, "local teacher model")
+    return name
+
+
+def build_teacher(
+    form: ChatForm, task: str, key: str = "", token: str | bool | None = None
+) -> Teacher:
+    """The chat's teacher, built the way `rtdemo generate` builds it (the key stays in memory);
+    a local model (`hf`) is the one kept in this process (`rtdemo.chat.teacher`), a Hub id
+    fetched with the Hub token `token` (`rtdemo.hosting.credentials.user_token`)."""
+    if form.teacher == "hf":
+        return LOCAL_TEACHERS.get(local_teacher_name(form), token)
     if form.teacher == "openai" and form.base_url:
         check_public_url(form.base_url)  # the server's own network, if the host forbids it
     if form.teacher == "builtin" and task not in BUILTIN_TASKS:
         raise UserError(
             "the built-in offline teacher only answers Coin Flip and Last Letter Concatenation "
-            f"questions: for {task} choose the OpenAI-compatible teacher"
+            f"questions: for {task} choose the OpenAI-compatible teacher or a local model"
         )
     if form.teacher == "openai" and not form.model:
         raise UserError("type the teacher's model name (as the server knows it)")
@@ -216,33 +252,68 @@ def torch_job_in_the_way(ctx: AppContext) -> Job | None:
         return running_torch_job(store)
 
 
-def torch_job_waiting(ctx: AppContext) -> str | None:
-    """Why the student must wait: `torch_job_in_the_way`, said; None when it may generate."""
+def torch_job_waiting(ctx: AppContext, who: str = "student") -> str | None:
+    """Why the student (or a local teacher, `who`) must wait: `torch_job_in_the_way`, said;
+    None when it may generate."""
     job = torch_job_in_the_way(ctx)
     if job is None:
         return None
     name = _JOB_NAMES.get(job.kind, job.kind)
     return (
         f"waiting for {name} job {job.id} to finish… (on this CPU machine "
-        "the student answers after it: two torch workloads would slow each other down)"
+        f"the {who} answers after it: two torch workloads would slow each other down)"
     )
 
 
-def busy_note(job: Job) -> str:
-    """What a student says when it has waited long enough for `job`."""
+def busy_note(job: Job, who: str = "student", alone: bool = True) -> str:
+    """What a student (or a local teacher, `who`) says when it has waited long enough for `job`;
+    `alone`: the other side does not wait for torch jobs (an API or the built-in teacher)."""
     name = _JOB_NAMES.get(job.kind, job.kind)
+    unheld = "; the teacher is not held up" if who == "student" and alone else ""
     return (
-        f"busy: {name} job {job.id} is using this CPU machine (a student beside it would slow "
-        "both down). Ask again (🔄 Regenerate) when it has finished; the teacher is not held up"
+        f"busy: {name} job {job.id} is using this CPU machine (a {who} beside it would slow "
+        f"both down). Ask again (🔄 Regenerate) when it has finished{unheld}"
     )
+
+
+def local_teacher_side(
+    ctx: AppContext, teacher: KeptTeacher, sides: Iterator[Side], stop: threading.Event
+) -> Iterator[Side]:
+    """A local teacher's `sides` (`teacher_side`), started once no torch job is in the way (the
+    queue rule, as for the student: waiting, with the reason as its note, looked at again every
+    `rtdemo.chat.student.WAIT_POLL_S` seconds), saying "loading the local model…" until a model
+    loaded for the first time writes."""
+    label = teacher.info.label
+    while reason := torch_job_waiting(ctx, "local teacher"):
+        yield Side(label, "waiting", note=reason)
+        if stop.wait(chat_student.WAIT_POLL_S):
+            return
+    loading = not teacher.loaded
+    try:
+        for side in sides:
+            if loading and side.status == "running" and not side.output and not side.note:
+                side = replace(side, note="loading the local model…")
+            elif side.output or side.finished:
+                loading = False
+            yield side
+    finally:
+        close = getattr(sides, "close", None)
+        if close is not None:
+            close()  # a stop while it writes: its generation ends at the next token
 
 
 def waiting_at_most(
-    ctx: AppContext, sides: Iterator[Side], wait_s: float, stop: threading.Event
+    ctx: AppContext,
+    sides: Iterator[Side],
+    wait_s: float,
+    stop: threading.Event,
+    who: str = "student",
+    alone: bool = True,
 ) -> Iterator[Side]:
-    """The student's `sides`, except that once it has waited `wait_s` seconds for a torch job
-    (its status "waiting", with a note), it answers `busy_note` instead and stops waiting; one
-    stopped while it waits says so (not what it waited for)."""
+    """The student's (or local teacher's, `who`) `sides`, except that once it has waited `wait_s`
+    seconds for a torch job (its status "waiting", with a note), it answers `busy_note` instead
+    (`alone`: as there) and stops waiting; one stopped while it waits says so (not what it waited
+    for)."""
     since: float | None = None
     side: Side | None = None
     try:
@@ -252,7 +323,7 @@ def waiting_at_most(
                 if time.monotonic() - since >= wait_s and not stop.is_set():
                     job = torch_job_in_the_way(ctx)
                     if job is not None:
-                        yield replace(side, status="error", note=busy_note(job))
+                        yield replace(side, status="error", note=busy_note(job, who, alone))
                         return
             yield side
         if side is not None and side.status == "waiting" and stop.is_set():
@@ -296,7 +367,7 @@ def chat(
         exp = ctx.experiment(store, owner, experiment)
         spec = resolve_student(store, exp, form.student, token)
         example = find_example(store, exp, question)
-    teacher = build_teacher(form, exp.task, key)
+    teacher = build_teacher(form, exp.task, key, token)
     stop = stop or threading.Event()
     settings = {
         "teacher": {
@@ -314,15 +385,25 @@ def chat(
             "max_new_tokens": form.student_max_tokens,
         },
     }
+    teacher_sides = teacher_side(
+        teacher,
+        question,
+        stop=stop,
+        temperature=form.temperature,
+        max_tokens=form.teacher_max_tokens,
+    )
+    local = isinstance(teacher, KeptTeacher)  # a model in this process: the queue rule applies
+    if local:
+        teacher_sides = waiting_at_most(
+            ctx,
+            local_teacher_side(ctx, teacher, teacher_sides, stop),
+            student_wait_s(),
+            stop,
+            who="local teacher",
+        )
     exchange = chat_exchange(
         question,
-        teacher_side(
-            teacher,
-            question,
-            stop=stop,
-            temperature=form.temperature,
-            max_tokens=form.teacher_max_tokens,
-        ),
+        teacher_sides,
         waiting_at_most(
             ctx,
             student_side(
@@ -335,6 +416,7 @@ def chat(
             ),
             student_wait_s(),
             stop,
+            alone=not local,
         ),
         answer=get_task(exp.task).answer,
         student_format=spec.format,

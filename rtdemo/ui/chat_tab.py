@@ -5,6 +5,10 @@ Handlers live in `chat_actions.py` (plain functions over the core); this file la
 Model text is shown in text boxes only, never as Markdown or HTML. Named endpoints: `chat`
 (streaming), `random_test_question`, `chat_vote`, `chat_export`.
 
+The teacher is the built-in one, an OpenAI-compatible server, or a local model ("Local model":
+`smollm2-135m` by default once it is prepared here; the line under it says whether it is and how
+to prepare it), run in the app process and kept loaded (`rtdemo.chat.teacher`).
+
 Concurrency: each page's exchange runs on its own, so a student waiting for a training job never
 holds up another visitor's chat (up to `max_chats()` exchanges at once, all pages together); one
 page runs one exchange at a time (a new question stops the one before).
@@ -35,6 +39,7 @@ from rtdemo.ui.chat_actions import (
 )
 from rtdemo.ui.chat_view import EMPTY
 from rtdemo.ui.forms import FormFields
+from rtdemo.ui.model_notes import LOCAL_MODEL, default_local_model, model_note
 from rtdemo.ui.session import AppContext
 
 INTRO = (
@@ -61,6 +66,7 @@ class _Tab:
 
     form: FormFields[ChatForm]
     key: gr.Textbox
+    teacher_note: gr.Markdown
     student: gr.Dropdown
     refresh: gr.Button
     question: gr.Textbox
@@ -87,6 +93,7 @@ def _layout() -> _Tab:
     gr.Markdown(INTRO)
     with gr.Row(equal_height=True):
         teacher = gr.Radio(list(TEACHERS), value=next(iter(TEACHERS)), label="Teacher")
+        model = gr.Textbox(label="Teacher model", visible=False)  # shown by `_teacher_fields`
         student = gr.Dropdown(
             [],
             value=None,
@@ -96,10 +103,10 @@ def _layout() -> _Tab:
             scale=2,
         )
         refresh = gr.Button("↻ Students", scale=0)
+    teacher_note = gr.Markdown()
     with gr.Accordion("OpenAI-compatible teacher, and generation settings", open=False):
         with gr.Row():
             base_url = gr.Textbox(label="Base URL", placeholder="default: OpenAI")
-            model = gr.Textbox(label="Teacher model", placeholder="e.g. gpt-4o-mini")
             mode = gr.Radio(["chat", "completions"], value="chat", label="Mode")
             key = gr.Textbox(
                 label="API key", type="password", info="kept in this page only, never stored"
@@ -148,6 +155,7 @@ def _layout() -> _Tab:
     return _Tab(
         form=form,
         key=key,
+        teacher_note=teacher_note,
         student=student,
         refresh=refresh,
         question=question,
@@ -162,6 +170,33 @@ def _layout() -> _Tab:
         exchange=gr.State(None),
         last_question=gr.State(""),
     )
+
+
+def _teacher_fields(label: str, model: str | None) -> tuple[Any, str]:
+    """The model box and the line under it for the teacher `label`: hidden for the built-in one;
+    for a local model `smollm2-135m` by default once prepared, and whether the named one is."""
+    kind = TEACHERS.get(label, label)
+    model = (model or "").strip()
+    if kind == "hf":
+        model = model or default_local_model()
+        box = gr.Textbox(
+            value=model,
+            visible=True,
+            placeholder=f"{LOCAL_MODEL}, a Hub id, or a model folder",
+            info="run in this app (on its CPU if it has no GPU), kept loaded between questions",
+        )
+        return box, model_note(model or LOCAL_MODEL)
+    if kind == "openai":
+        if model == LOCAL_MODEL:  # the local default means nothing to an API server
+            model = ""
+        box = gr.Textbox(
+            value=model,
+            visible=True,
+            placeholder="e.g. gpt-4o-mini",
+            info="as the server knows it (Base URL and key: in the settings below)",
+        )
+        return box, ""
+    return gr.Textbox(visible=False), ""
 
 
 def _answer_panes() -> list[gr.components.Component]:
@@ -183,8 +218,16 @@ def _answer_panes() -> list[gr.components.Component]:
 
 
 def _wire_chat(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _Tab) -> None:
-    """Send (and Enter, Regenerate), Stop, Clear and 🎲."""
+    """Send (and Enter, Regenerate), Stop, Clear and 🎲; the teacher's model box and note."""
     panes = tab.panes
+    teacher, model = tab.form.components["teacher"], tab.form.components["model"]
+    quiet = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")
+    teacher.change(_teacher_fields, [teacher, model], [model, tab.teacher_note], **quiet)
+
+    def noted(label: str, name: str | None) -> str:
+        return model_note(name) if TEACHERS.get(label, label) == "hf" else ""
+
+    model.blur(noted, [teacher, model], tab.teacher_note, **quiet)
 
     def ask(
         who: str | None,

@@ -18,6 +18,7 @@ from rtdemo.errors import UserError
 from rtdemo.hosting.fairness import serving
 from rtdemo.tasks.types import SPLITS
 from rtdemo.ui.forms import FormFields
+from rtdemo.ui.model_notes import LOCAL_MODEL, default_local_model, model_note
 from rtdemo.ui.session import ACTIVE, AppContext
 from rtdemo.ui.teacher_actions import (
     SAMPLE_COLUMNS,
@@ -119,6 +120,7 @@ class _Tab:
 
     form: FormFields[TeacherChoice]
     key: gr.Textbox
+    model_note: gr.Markdown  # a local model: whether smollm2-135m is prepared, how to prepare it
     server_row: gr.Row
     buttons: dict[str, gr.Button]  # estimate, start, cancel, resume, refresh
     message: gr.Markdown
@@ -150,6 +152,7 @@ def _layout() -> _Tab:
     model = gr.Textbox(
         label="Model", placeholder="e.g. gpt-4o-mini, or a model folder", visible=False
     )
+    model_notes = gr.Markdown(visible=False)
     replay = gr.File(
         label="Completion file to replay",
         file_types=[".json", ".jsonl"],
@@ -214,6 +217,7 @@ def _layout() -> _Tab:
     return _Tab(
         form=form,
         key=key,
+        model_note=model_notes,
         server_row=server_row,
         buttons=buttons,
         message=message,
@@ -227,17 +231,36 @@ def _wire_form(tab: _Tab) -> None:
     """Show the server settings, the model box and the file box for the teachers that use them."""
     fields = tab.form.components
 
-    def toggle(kind: str):
+    def toggle(kind: str, model: str | None):
+        # A local model: smollm2-135m by default once prepared, and a line on whether it is.
+        model = (model or "").strip()
+        if kind == "hf":
+            model = model or default_local_model()
+            hint = f"{LOCAL_MODEL} (once prepared), a Hub id, or a model folder"
+        else:
+            model = "" if model == LOCAL_MODEL else model
+            hint = "e.g. gpt-4o-mini, or a model folder"
         return (
             gr.Row(visible=kind == "openai"),
-            gr.Textbox(visible=kind in ("openai", "hf")),
+            gr.Textbox(visible=kind in ("openai", "hf"), value=model, placeholder=hint),
             gr.File(visible=kind == "replay"),
+            noted(kind, model or LOCAL_MODEL),
         )
+
+    def noted(kind: str, model: str | None):
+        note = model_note(model) if kind == "hf" else ""
+        return gr.Markdown(note, visible=bool(note))
 
     fields["teacher"].change(
         toggle,
-        fields["teacher"],
-        [tab.server_row, fields["model"], fields["replay_file"]],
+        [fields["teacher"], fields["model"]],
+        [tab.server_row, fields["model"], fields["replay_file"], tab.model_note],
+        api_visibility="private",
+    )
+    fields["model"].blur(
+        noted,
+        [fields["teacher"], fields["model"]],
+        tab.model_note,
         api_visibility="private",
     )
 

@@ -5,6 +5,12 @@ what a user can fix; `train_tab.py` lays out the tab and wires them. Every start
 `training_plan`, as `rtdemo train --background` does, so its checks (unknown student, batch size
 0, no kept samples, a seq2seq student given a causal recipe) fail in the tab before any job exists.
 "both" starts two jobs: the torch queue runs them one after the other.
+
+The student is `tiny`, a prepared registry model (`smollm2-135m`: `STUDENTS` offers it, and
+`rtdemo.ui.model_notes.model_note` says whether this server has it and how to prepare it), a Hub
+id or a model folder. `recipe_defaults` gives the form's method, batch size and learning rate for a
+student and recipe (what `settings_for` starts from); `max_length` 0 keeps the recipe's sequence
+cap.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from rtdemo.workspace.store import Experiment, Store
 FORMATS = {"Fine-tune-CoT": ("cot",), "vanilla baseline": ("vanilla",), "both": ("cot", "vanilla")}
 RECIPE_DEFAULTS = {"tiny": (16, 3e-3), "paper": (8, 3e-4)}  # batch size, learning rate
 DEFAULT_STEPS = 200  # a few minutes of the tiny student on a 2-vCPU Space
+STUDENTS = ["tiny", "smollm2-135m", "gpt2", "google/flan-t5-large"]  # the dropdown's choices
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # it becomes a folder name
 
 
@@ -50,6 +57,7 @@ class TrainForm:
     learning_rate: float = RECIPE_DEFAULTS["tiny"][1]
     diverse_samples: int = 1
     filter_answers: bool = True
+    max_length: int = 0  # tokens per training sequence; 0: the recipe's
 
     @classmethod
     def of(cls, *values: Any, **named: Any) -> TrainForm:
@@ -68,6 +76,7 @@ class TrainForm:
             learning_rate=float(form.learning_rate or 0),
             diverse_samples=int(form.diverse_samples or 1),
             filter_answers=bool(form.filter_answers),
+            max_length=int(form.max_length or 0),
         )
 
     def runs(self) -> list[tuple[str, str]]:
@@ -78,6 +87,8 @@ class TrainForm:
             raise UserError("Max steps must be 0 (train for Epochs instead) or more")
         if self.diverse_samples < 1:
             raise UserError("Samples per question (D) must be 1 or more: the first D of each")
+        if self.max_length < 0:
+            raise UserError("Max length must be 0 (the recipe's) or a number of tokens, e.g. 128")
         fmts = FORMATS[self.formats]
         if not self.run_name:
             return [(f, f) for f in fmts]
@@ -93,11 +104,13 @@ class TrainForm:
     def overrides(self) -> dict[str, Any]:
         """The `TrainSettings` overrides these settings make (as `rtdemo train` builds them)."""
         steps = {"max_steps": self.max_steps} if self.max_steps > 0 else {"epochs": self.epochs}
+        length = {"max_length": self.max_length} if self.max_length else {}
         return {
             "method": self.method,
             "batch_size": self.batch_size,
             "learning_rate": self.learning_rate,
             **steps,
+            **length,
         }
 
     def request(self, experiment: str, run: str, fmt: str) -> TrainRequest:
@@ -116,6 +129,13 @@ class TrainForm:
     def argv(self, experiment: str, run: str, fmt: str) -> list[str]:
         """The `rtdemo train` arguments of one run."""
         return self.request(experiment, run, fmt).argv()
+
+
+def recipe_defaults(student: str | None, recipe: str | None) -> tuple[str, int, float]:
+    """The method, batch size and learning rate the form starts from for `student` and `recipe`
+    (the recipe's, as `settings_for` makes them); `UserError` for a recipe that does not exist."""
+    settings = settings_for((student or "tiny").strip() or "tiny", recipe or "tiny")
+    return settings.method, settings.batch_size, settings.learning_rate
 
 
 def train_command(experiment: str | None, form: TrainForm) -> str:

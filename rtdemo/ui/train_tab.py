@@ -2,6 +2,9 @@
 gold answers (the vanilla baseline), or both, as background jobs; watch, cancel and resume them.
 
 Handlers live in `train_actions.py` (plain functions over the core); this file lays out and wires.
+The student's line says whether a preparable model (`smollm2-135m`) is prepared on this server and
+how to prepare it; choosing a student or a recipe sets the method, batch size and learning rate
+to the recipe's for that student.
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ import gradio as gr
 from rtdemo.errors import UserError
 from rtdemo.hosting.fairness import serving
 from rtdemo.ui.forms import FormFields
+from rtdemo.ui.model_notes import model_note
 from rtdemo.ui.session import AppContext, shown_errors
 from rtdemo.ui.train_actions import (
     DEFAULT_STEPS,
     FORMATS,
-    RECIPE_DEFAULTS,
+    STUDENTS,
     TrainForm,
     cancel_training,
     loss_frame,
+    recipe_defaults,
     resume_training,
     start_training,
     train_command,
@@ -35,6 +40,7 @@ class _Tab:
     """The tab's components: the form, its buttons and what shows the current job."""
 
     form: FormFields[TrainForm]
+    student_note: gr.Markdown
     start: gr.Button
     cancel: gr.Button
     resume: gr.Button
@@ -58,11 +64,12 @@ def _layout() -> _Tab:
     )
     with gr.Row():
         student = gr.Dropdown(
-            ["tiny", "gpt2", "google/flan-t5-large"],
+            STUDENTS,
             value="tiny",
             allow_custom_value=True,
             label="Student",
-            info="'tiny' (built here, offline), a Hub id, or a model folder",
+            info="'tiny' (built here, offline), 'smollm2-135m' (a pretrained 135M model, once "
+            "prepared), a Hub id, or a model folder",
         )
         recipe = gr.Radio(["tiny", "paper"], value="tiny", label="Recipe")
         method = gr.Radio(["full", "lora"], value="full", label="Method")
@@ -75,6 +82,10 @@ def _layout() -> _Tab:
         lr = gr.Number(TrainForm.learning_rate, label="Learning rate")
         d = gr.Number(1, precision=0, label="Samples per question (D)")
         keep = gr.Checkbox(True, label="Only correct rationales")
+        max_length = gr.Number(
+            0, precision=0, minimum=0, label="Max length (tokens)", info="0: the recipe's"
+        )
+    student_note = gr.Markdown()
     form = FormFields(
         TrainForm,
         student=student,
@@ -88,6 +99,7 @@ def _layout() -> _Tab:
         learning_rate=lr,
         diverse_samples=d,
         filter_answers=keep,
+        max_length=max_length,
     )
     with gr.Row():
         start = gr.Button("Start training", variant="primary")
@@ -96,6 +108,7 @@ def _layout() -> _Tab:
         refresh = gr.Button("Refresh")
     return _Tab(
         form=form,
+        student_note=student_note,
         start=start,
         cancel=cancel,
         resume=resume,
@@ -189,6 +202,16 @@ def _wire(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _Tab) 
         trigger_mode="always_last",
         **private,
     )
-    recipe = form.components["recipe"]
-    batch_size, lr = form.components["batch_size"], form.components["learning_rate"]
-    recipe.change(lambda r: RECIPE_DEFAULTS[r], recipe, [batch_size, lr], **private)
+    fields = form.components
+    student, recipe = fields["student"], fields["recipe"]
+
+    def defaults(student: str | None, recipe: str | None) -> tuple:
+        try:
+            return recipe_defaults(student, recipe)
+        except UserError:  # a bad student or recipe: Start says what is wrong with it
+            return gr.skip(), gr.skip(), gr.skip()
+
+    recipe_fields = [fields["method"], fields["batch_size"], fields["learning_rate"]]
+    for changed in (student.input, recipe.change):
+        changed(defaults, [student, recipe], recipe_fields, **private)
+    student.change(model_note, student, tab.student_note, **private)

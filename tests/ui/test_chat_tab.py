@@ -4,7 +4,8 @@ the export, keys kept out of everything stored, and the queue rule (the student 
 torch job runs).
 
 The student is the untrained tiny student registered as a trained run (no training here: random
-weights stream tokens just as well); one torch thread.
+weights stream tokens just as well); one torch thread. The local-model teacher is the real
+SmolLM2-135M-Instruct (`smollm2-135m`, prepared by scripts/dev), asked for a short answer once.
 
     .venv/bin/python -m pytest tests/ui/test_chat_tab.py
 """
@@ -18,7 +19,9 @@ from pathlib import Path
 import pytest
 
 from rtdemo.chat import student as chat_student
+from rtdemo.chat.teacher import LOCAL_TEACHERS, KeptTeacher
 from rtdemo.errors import UserError
+from rtdemo.hosting.credentials import user_token
 from rtdemo.training.runs import create_run, finish_run
 from rtdemo.ui.chat_actions import (
     ChatForm,
@@ -70,6 +73,14 @@ def add_trained_run(ctx: AppContext, owner: str, experiment: str, folder: Path, 
 def trained(ui_ctx, owner, letters_experiment, tiny_folder) -> str:
     add_trained_run(ui_ctx, owner, letters_experiment, tiny_folder)
     return letters_experiment
+
+
+@pytest.fixture
+def local_teachers():
+    """The app's kept local teachers, empty before and after the test (a loaded model is freed)."""
+    LOCAL_TEACHERS.clear()
+    yield LOCAL_TEACHERS
+    LOCAL_TEACHERS.clear()
 
 
 def a_test_question(ctx: AppContext, owner: str, experiment: str) -> str:
@@ -137,6 +148,66 @@ def test_teachers_are_checked_before_anything_runs(monkeypatch):
     assert ChatForm.of("OpenAI-compatible", " u ", " m ", "chat", 0.0, 128.0, "", 9.0) == ChatForm(
         teacher="openai", base_url="u", model="m", student_max_tokens=9
     )
+
+
+def test_the_local_teacher_is_smollm2_once_prepared_and_named_like_any_model(
+    smollm2_folder, tmp_path, monkeypatch, local_teachers
+):
+    assert ChatForm.of("Local model").teacher == "hf"
+    default = build_teacher(ChatForm(teacher="hf"), "gsm8k")  # any task: it is a language model
+    assert isinstance(default, KeptTeacher) and not isinstance(default, type(None))
+    assert (
+        default.info.model == "smollm2-135m" and default.info.label == "smollm2-135m (local model)"
+    )
+    assert default.inner.model_name == str(smollm2_folder)  # the prepared folder, kept loaded
+    assert build_teacher(ChatForm(teacher="hf", model="smollm2-135m"), "x").inner is default.inner
+    with monkeypatch.context() as spaces:  # a public Space: names, never folders of the server
+        spaces.setenv("SYSTEM", "spaces")
+        assert build_teacher(ChatForm(teacher="hf"), "x").info.model == "smollm2-135m"
+        with pytest.raises(UserError, match="does not load models from its own disk"):
+            build_teacher(ChatForm(teacher="hf", model=str(smollm2_folder)), "x")
+        spaces.setenv("RTDEMO_MODELS", str(tmp_path / "empty-cache"))  # not prepared there
+        with pytest.raises(UserError, match="the app's host prepares it with `rtdemo models") as e:
+            build_teacher(ChatForm(teacher="hf"), "x")
+        assert str(tmp_path) not in str(e.value) and "type the local teacher model" in str(e.value)
+        with pytest.raises(UserError, match="'smollm2-135m' is not prepared on this server") as e:
+            build_teacher(ChatForm(teacher="hf", model="smollm2-135m"), "x")
+        assert str(tmp_path) not in str(e.value)
+    monkeypatch.setenv("RTDEMO_MODELS", str(tmp_path / "empty-cache"))
+    with pytest.raises(UserError, match="run `rtdemo models prepare smollm2-135m` on this machine"):
+        build_teacher(ChatForm(teacher="hf", model="smollm2-135m"), "x")
+
+
+def test_a_local_teacher_waits_for_a_running_torch_job_like_the_student(
+    ui_ctx, owner, trained, smollm2_folder, monkeypatch, local_teachers
+):
+    import torch
+
+    # The CPU rule: a model in the app process does not generate beside a torch job. Neither
+    # side generates here (both say busy), so the model is never loaded.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(chat_student, "WAIT_POLL_S", 0.05)
+    monkeypatch.setenv("RTDEMO_CHAT_WAIT_S", "0.3")
+    job = _training_that_runs(ui_ctx)
+    assert torch_job_waiting(ui_ctx, "local teacher").endswith(
+        "(on this CPU machine the local teacher answers after it: two torch workloads would "
+        "slow each other down)"
+    )
+    form = ChatForm(teacher="hf", teacher_max_tokens=8, student_max_tokens=8)
+    question = a_test_question(ui_ctx, owner, trained)
+    views, deadline = [], time.monotonic() + 60  # generous: both say "busy" after 0.3 s
+    for view in chat(ui_ctx, owner, trained, question, form):
+        views.append(view)
+        assert time.monotonic() < deadline, "the local teacher kept waiting"
+    assert any(f"waiting for training job {job}" in v.teacher_status for v in views)
+    final = views[-1]
+    assert f"⚠️ busy: training job {job} is using this CPU machine" in final.teacher_status
+    assert "a local teacher beside it" in final.teacher_status
+    assert "teacher is not held up" not in final.teacher_status
+    assert "⚠️ busy" in final.student_status and not final.teacher_rationale
+    assert "teacher is not held up" not in final.student_status  # it is: it waited too
+    assert final.exchange["settings"]["teacher"]["kind"] == "hf"
+    assert not local_teachers.get("smollm2-135m", user_token(None)).loaded
 
 
 @pytest.mark.parametrize(
@@ -343,6 +414,41 @@ def test_a_client_chats_votes_and_exports(client, tmp_path, tiny_folder):
     assert note == "Exported 1 vote(s) with their exchanges."
     [line] = [json.loads(x) for x in Path(path).read_text().splitlines()]
     assert line["vote"] == "right" and line["question"] == question
+
+
+@pytest.mark.slow
+def test_a_client_chats_with_the_local_smollm2_teacher(
+    client, tmp_path, tiny_folder, smollm2_folder, local_teachers
+):
+    """The real SmolLM2-135M-Instruct as the Chat tab's local teacher, through `gradio_client`:
+    its rationale streams, it answers, and it stays loaded for the next question."""
+    ctx = AppContext.from_env(tmp_path / "workspace")
+    client.predict("letters", *LETTERS, api_name="/create_experiment")
+    add_trained_run(ctx, client.owner, "letters", tiny_folder)
+    question = a_test_question(ctx, client.owner, "letters")
+    # The model box left empty: smollm2-135m, prepared here, is the local teacher by default.
+    settings = ("Local model", "", "", "chat", 0, 24, "cot", 8, "")
+    job = client.submit("letters", question, *settings, api_name="/chat")
+    updates = list(job)
+    final = job.result()
+    rationales = [u[2] for u in updates if u[2]]
+    assert len(set(rationales)) >= 3, rationales  # the teacher's pane grew token by token
+    t_status, t_rationale, t_answer, gold = final[1], final[2], final[3], final[7]
+    assert t_status.startswith("**Teacher** · smollm2-135m (local model) ·"), t_status
+    assert ("answer read:" in t_status or "no answer found" in t_status) and "⚠️" not in t_status
+    assert t_rationale.strip() and t_answer.strip()
+    assert gold.startswith("Gold answer (test question #") and "teacher" in gold
+    # It stays loaded for the next question (a chat never closes it).
+    assert len(local_teachers) == 1
+    assert local_teachers.get("smollm2-135m", user_token(None)).loaded
+    message, *_ = client.predict("left", "letters", api_name="/chat_vote")
+    assert message == "Vote #1 saved: teacher (left) better."
+    path, _ = client.predict("letters", api_name="/chat_export")
+    [line] = [json.loads(x) for x in Path(path).read_text().splitlines()]
+    teacher = line["settings"]["teacher"]
+    assert teacher["kind"] == "hf" and teacher["model"] == "smollm2-135m"
+    assert teacher["max_tokens"] == 24 and t_rationale in line["teacher"]["output"]
+    assert str(smollm2_folder) not in Path(path).read_text()  # never the server's folder
 
 
 # -- chats never wait for each other (fair use of the machine) -----------------------------------

@@ -23,6 +23,7 @@ TRAIN_FIELDS = [
     "learning_rate",
     "diverse_samples",
     "filter_answers",
+    "max_length",
 ]
 
 
@@ -50,6 +51,7 @@ def test_the_form_is_built_by_field_name_whatever_the_component_order():
         "run_name": "",
         "epochs": 3.0,
         "batch_size": 4.0,
+        "max_length": 96.0,
     }
     assert fields.build(values) == TrainForm(
         student="gpt2",  # TrainForm.of cleans up what Gradio sends
@@ -62,6 +64,7 @@ def test_the_form_is_built_by_field_name_whatever_the_component_order():
         learning_rate=0.01,
         diverse_samples=2,
         filter_answers=False,
+        max_length=96,
     )
 
 

