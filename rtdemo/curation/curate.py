@@ -1,8 +1,9 @@
 """Curation: answer filtering, review decisions on top, the training formats, exports and imports.
 
-A sample is kept when a reviewer accepted it, or when nobody rejected it and (with answer
-filtering, the default) its parsed answer matched the gold. An edited rationale replaces the
-teacher's in every format while the original stays stored.
+A sample is kept when a reviewer accepted it, or when nobody rejected it, its rationale is not
+empty (a real small teacher sometimes writes nothing, or only white space: nothing to learn from)
+and (with answer filtering, the default) its parsed answer matched the gold. An edited rationale
+replaces the teacher's in every format while the original stays stored.
 
 Formats (METHOD.md, step 2), with `q`, `r`, `a` stripped and `a` the gold answer:
 
@@ -94,8 +95,9 @@ def curate(
         if q is None:
             continue
         decision, edited = reviews.get(s.id, (None, None))
+        written = (edited if edited is not None else s.rationale or "").strip()
         kept = decision == "accepted" or (
-            decision is None and (bool(s.correct) or not filter_answers)
+            decision is None and bool(written) and (bool(s.correct) or not filter_answers)
         )
         out.append(Curated(s, q.question, q.answer, decision, edited, kept))
     return out

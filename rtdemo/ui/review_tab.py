@@ -34,8 +34,8 @@ from rtdemo.ui.theme import REVIEW_ACCEPT, REVIEW_NEXT, REVIEW_PREVIOUS, REVIEW_
 
 HELP = (
     "Accept or reject each rationale the teacher wrote; edit one to fix it (the teacher's "
-    "original is kept). The student trains on the accepted rationales and on the correct ones "
-    "nobody rejected. Decisions are saved at once.  \n"
+    "original is kept). The student trains on the accepted rationales and on the correct, "
+    "non-empty ones nobody rejected. Decisions are saved at once.  \n"
     "**Keys** (when not typing in a box): **a** accept · **r** reject · **j** or **→** next · "
     "**k** or **←** previous."
 )

@@ -5,28 +5,21 @@ else wrote agrees with it. A tiny model folder (tests/tiny_models.py) is served 
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 transformers serve FOLDER --host 127.0.0.1 --port P
 
-in a subprocess, and the teacher is pointed at it with `model=str(FOLDER)`: a server started with
-a model argument is pinned to it and answers 400 to any other name. Random weights write
-nonsense, so only the protocol is asserted: texts are strings, `finish_reason` is "stop" or
-"length", usage is counted, streaming yields pieces, and a small generation run stores its samples.
+in a subprocess (tests/teachers/serve.py), and the teacher is pointed at it with
+`model=str(FOLDER)`: a server started with a model argument is pinned to it and answers 400 to
+any other name. Random weights write nonsense, so only the protocol is asserted: texts are
+strings, `finish_reason` is "stop" or "length", usage is counted, streaming yields pieces, and a
+small generation run stores its samples. The same server on the real SmolLM2:
+tests/teachers/test_smollm2_teacher.py.
 
 Needs `transformers[serving]` (requirements-test.txt). Its `/v1/models` fails (500) without a Hub
-cache folder, so readiness is polled on `/health` and nothing here depends on `/v1/models`.
+cache folder, so nothing here depends on `/v1/models`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -37,91 +30,17 @@ from rtdemo.tasks.synthetic import SyntheticSettings, generate
 from rtdemo.teachers.base import Completion, TeacherError, answer_prompt, rationale_prompt
 from rtdemo.teachers.openai_compat import OpenAITeacher
 from rtdemo.workspace.store import Store
+from tests.teachers.serve import Served, log_tail, serve
 
 pytestmark = pytest.mark.slow
 
-STARTUP_TIMEOUT_S = 90.0  # imports + model load take ~7 s here; generous for a busy CI machine
 PROMPT = rationale_prompt("A coin is heads up. Ada flips the coin. Is the coin still heads up?")
 FINISH_REASONS = {"stop", "length"}
-
-
-@dataclass(frozen=True)
-class Served:
-    """A running `transformers serve`: its base URL and the model name it is pinned to."""
-
-    base_url: str
-    model: str
-    log: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _log_tail(log: Path, lines: int = 40) -> str:
-    text = log.read_text(errors="replace") if log.exists() else "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _start(folder: Path, log: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
-    """Start the server and wait until `/health` answers; fail with its log if it never does."""
-    cli = Path(sys.executable).with_name("transformers")
-    command = (
-        [str(cli)] if cli.exists() else [sys.executable, "-m", "transformers.cli.transformers"]
-    )
-    for _ in range(3):  # another process may take the free port before the server binds it
-        port = _free_port()
-        args = [*command, "serve", str(folder), "--host", "127.0.0.1", "--port", str(port)]
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-            )
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline and proc.poll() is None:
-            if _healthy(f"http://127.0.0.1:{port}/health"):
-                return proc, port
-            time.sleep(0.25)
-        _stop(proc)
-        if "address already in use" not in log.read_text(errors="replace").lower():
-            break
-    state = (
-        f"exited with code {proc.returncode} before answering"
-        if proc.returncode is not None
-        else f"did not answer GET /health within {STARTUP_TIMEOUT_S:g} s"
-    )
-    pytest.fail(
-        f"`transformers serve` {state}; command: {' '.join(args)}\n"
-        f"--- its log ---\n{_log_tail(log)}"
-    )
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[Served]:
     """`transformers serve` on a tiny GPT-2 folder, for the whole module; killed at teardown."""
-    from transformers.utils.import_utils import is_serve_available
-
-    if not is_serve_available():
-        pytest.skip("`transformers serve` needs transformers[serving]: see requirements-test.txt")
     import torch
 
     from tests.tiny_models import build_tiny_causal_lm
@@ -133,21 +52,8 @@ def served(tmp_path_factory) -> Iterator[Served]:
         folder = build_tiny_causal_lm(root / "tiny-gpt2")
     finally:
         torch.set_num_threads(threads)
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_HUB_DISABLE_UPDATE_CHECK": "1",  # the CLI would ask PyPI for a newer version
-        "HF_HOME": str(root / "hf-home"),  # no reads or writes in the user's cache
-        "OMP_NUM_THREADS": "1",  # one torch thread: 2 cores, and pytest runs beside it
-        "MKL_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    log = root / "serve.log"
-    proc, port = _start(folder, log, env)
-    try:
-        yield Served(f"http://127.0.0.1:{port}/v1", str(folder), log)
-    finally:
-        _stop(proc)
+    with serve(folder, root) as server:
+        yield server
 
 
 def _teacher(served: Served, **kwargs) -> OpenAITeacher:
@@ -234,7 +140,7 @@ def test_generation_run_stores_every_sample(served, tmp_path):
             store, exp, _teacher(served), settings, questions, TASKS["coin_flip"].answer, None
         )
         samples = load_samples(store, exp.id)
-    assert (stats.done, stats.failed, stats.requests) == (3, 0, 6), _log_tail(served.log)
+    assert (stats.done, stats.failed, stats.requests) == (3, 0, 6), log_tail(served.log)
     assert len(samples) == 3 and all(s.status == "done" for s in samples)
     assert {s.idx for s in samples} == {q.index for q in questions}
     for sample in samples:
