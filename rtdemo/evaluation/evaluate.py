@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from rtdemo.curation.curate import format_pair
-from rtdemo.students.loading import STUDENT_KINDS, StudentKind, load_student
+from rtdemo.students.loading import STUDENT_KINDS, StudentKind, load_student, student_origin
 from rtdemo.tasks.cleansing import Metrics, Verdict, judge, metrics
 from rtdemo.tasks.types import AnswerFormat, Example
 
@@ -226,7 +226,9 @@ class EvalResult:
     prediction, correct, contains_answer, correct_format, complete, finish_reason, new_tokens.
     `complete` is False when the run was stopped early: then `metrics` and `predictions` cover
     only the `len(predictions)` of `total` questions answered (the shortest ones).
-    `seconds` is generation and judging time (not loading); `settings` records how it was run.
+    `seconds` is generation and judging time (not loading); `settings` records how it was run,
+    and (`base_description`) what a student `rtdemo models prepare` made really is: a dequantized
+    copy of its Hub model (`rtdemo.students.loading.student_origin`), else None.
     """
 
     metrics: Metrics
@@ -290,6 +292,7 @@ def evaluate(
         )
     except GenerationStopped as stopped:
         answers, complete = stopped.done, False
+    origin = student_origin(model_path)
     verdicts = {
         i: judge(answers[i].text, examples[i].answer, answer, fmt, answers[i].finish_reason)
         for i in sorted(answers)
@@ -311,6 +314,7 @@ def evaluate(
             "max_total_length": max_total_length,
             "decoding": "greedy",
             "load_seconds": load_seconds,
+            "base_description": origin["description"] if origin else None,
         },
     )
 

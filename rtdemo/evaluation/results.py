@@ -2,8 +2,10 @@
 
 `results.json` holds `{"experiment", "task", "wall_seconds", "teacher": {"accuracy": A or null,
 ...}, "runs": [{"name", "format", "diverse_samples", "train_examples", "student",
-"train_seconds", "precision", "metrics": {"accuracy", "contains_answer", "correct_format",
-"complete"}, "paper": figure or null}]}`, accuracies as fractions in [0, 1]. `results.md` is the
+"student_description", "train_seconds", "precision", "metrics": {"accuracy", "contains_answer",
+"correct_format", "complete"}, "paper": figure or null}]}`, accuracies as fractions in [0, 1];
+`student_description` says what a student `rtdemo models prepare` made really is ("a dequantized
+4-bit (Q4_1) copy of HuggingFaceTB/SmolLM2-135M-Instruct ...", else null). `results.md` is the
 same as a table for people. Nothing is shown that was not measured: an unmeasured teacher is "not
 measured", and the paper's figure appears only where the comparison holds.
 """
@@ -87,6 +89,9 @@ def results_markdown(results: dict) -> str:
             f"{run['train_examples']} | {_pct(m['accuracy'])} | {_pct(m['contains_answer'])} | "
             f"{_pct(m['correct_format'])} | {_pct(m['complete'])} | {_pct(run.get('paper'))} |"
         )
+    described = {r["student"]: r.get("student_description") for r in results["runs"]}
+    for who, text in described.items():
+        lines += ["", f"Student {who}: {text}."] if text else []
     lines += [
         "",
         "Training: "

@@ -93,7 +93,9 @@ class RunConfig:
     student: str = setting("tiny", "'tiny' (offline), a Hub id or a folder")
     diverse_samples: Count = setting(1, "D: use the first D samples of each question (cot)")
     recipe: Recipe = setting(
-        "tiny", "tiny: for the tiny student; paper: AdamW 3e-4, batch 8, 20 epochs"
+        "tiny",
+        "tiny: for the tiny student; paper: AdamW 3e-4, batch 8, 20 epochs; small: LoRA for a "
+        "small pretrained student on CPU (smollm2-135m)",
     )
     filter_answers: bool = setting(True, "train on rationales whose answer is right only")
     train: dict[str, Any] = setting({}, "TrainSettings fields to override")

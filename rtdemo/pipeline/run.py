@@ -306,6 +306,7 @@ def run_row(stage: Stage, run: StudentRun, run_cfg: RunConfig, metrics: dict) ->
         "diverse_samples": run.diverse_samples,
         "train_examples": run.train_examples,
         "student": run.student,
+        "student_description": run.result.get("base_description"),  # smollm2-135m: dequantized
         "method": run.method,
         "train_seconds": run.result.get("train_seconds"),
         "global_step": run.result.get("global_step"),

@@ -19,6 +19,7 @@ from rtdemo.publishing.cards_text import (
     first_d,
     how_taught,
     limitations,
+    origin_note,
     results_table,
     source_of,
     teachers_line,
@@ -139,6 +140,7 @@ def model_card(facts: Facts, plan: ModelPlan, links: Links, license: str = "unkn
         else "full weights"
         + (" (its LoRA adapter merged into the base)" if plan.method == "lora" else "")
     )
+    note = origin_note(plan)
     body = [
         f"# {links.model.split('/')[-1]}",
         "",
@@ -149,6 +151,7 @@ def model_card(facts: Facts, plan: ModelPlan, links: Links, license: str = "unkn
         f"(`rtdemo`), experiment `{facts.experiment.name}`, run `{run.name}`.",
         "",
         f"- **Student:** {base}; published as {shape}.",
+        *([f"- **Training base:** {note}"] if note else []),
         f"- **Task:** {facts.task_name} — {facts.task_description} Questions: "
         f"{source_of(facts.experiment)}.",
         f"- **Teacher:** {teachers_line(facts)}.",

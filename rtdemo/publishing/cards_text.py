@@ -120,6 +120,32 @@ def how_taught(facts: Facts) -> list[str]:
     return lines
 
 
+def origin_note(plan: ModelPlan) -> str | None:
+    """What the student was really trained and evaluated on when `rtdemo models prepare` made its
+    base (a dequantized copy of the Hub model the card names); None for any other base."""
+    origin = plan.origin
+    if not origin:
+        return None
+    copy, hub = origin["description"], origin["base_model"]
+    if plan.adapter:
+        return (
+            f"trained and evaluated on {copy}, not on the original weights of {hub}. Applied to "
+            "the original weights (what peft fetches from the Hub) it is not exactly the model "
+            f"evaluated here, and its answers may differ. For exactly that model, `rtdemo models "
+            f"prepare {origin['name']}` makes the same copy: load the adapter onto it (below)."
+        )
+    if plan.method == "lora":
+        return (
+            f"its LoRA adapter was trained and evaluated on {copy}, and is merged into that copy "
+            f"here: these weights differ from {hub}'s by the 4-bit rounding as well as by the "
+            "fine-tuning."
+        )
+    return (
+        f"fine-tuned from {copy}, not from the original weights of {hub}: these weights differ "
+        "from the original's by the 4-bit rounding as well as by the fine-tuning."
+    )
+
+
 def training_table(run, plan: ModelPlan) -> list[str]:
     """The run's settings and what training did, as a two-column table."""
     s, r = run.settings, run.result
@@ -143,6 +169,8 @@ def training_table(run, plan: ModelPlan) -> list[str]:
     ]
     if plan.method == "lora":
         rows.insert(1, ("LoRA", f"r {s.get('lora_r')}, alpha {s.get('lora_alpha')}"))
+    if plan.origin:
+        rows.insert(0, ("base weights", f"{plan.origin['name']}: {plan.origin['description']}"))
     return ["| setting | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
 
 
@@ -231,6 +259,22 @@ def usage(facts: Facts, plan: ModelPlan, repo_id: str) -> list[str]:
             'output = outputs[0]["generated_text"]',
         ]
     lines += ['answer = output.split("-->", 1)[-1].strip()', "```"]
+    if plan.adapter and plan.origin:
+        name = plan.origin["name"]
+        lines += [
+            "",
+            "Exactly the evaluated model: the adapter on the copy it was trained on, which "
+            f"`rtdemo models prepare {name}` makes (the last line it prints is its folder).",
+            "",
+            "```python",
+            "from peft import PeftModel",
+            "from transformers import AutoModelForCausalLM",
+            "",
+            f'folder = "..."  # the last line of `rtdemo models prepare {name}`',
+            "base = AutoModelForCausalLM.from_pretrained(folder)",
+            f'model = PeftModel.from_pretrained(base, "{repo_id}")',
+            "```",
+        ]
     return lines
 
 
@@ -245,6 +289,11 @@ def limitations(facts: Facts, plan: ModelPlan) -> list[str]:
         "- It knows one task and one prompt format; it is not a general assistant.",
         "- The rationales come from the teacher: its provider's terms may apply to them.",
     ]
+    if plan.origin:
+        lines.append(
+            f"- Its base was {plan.origin['description']}, not the original weights of "
+            f"{plan.origin['base_model']}: every figure here was measured on that copy."
+        )
     if run is not None and run.student == "tiny":
         lines.append(
             "- The tiny offline student exists to demonstrate the method without network or GPU: "

@@ -8,8 +8,13 @@
 The student: a LoRA run whose base model is a Hub id is published as its adapter (loadable with
 peft's `AutoPeftModelFor...`); any other LoRA run (the tiny student's base is a local folder,
 nobody else can download it) is merged into full weights; a full fine-tuning is published as it
-is. Generation settings make `pipeline("text-generation")` answer like the evaluation did: greedy,
-stopping at the end-of-sequence token, prompt and answer within the paper's 1,024 tokens.
+is. A student whose base `rtdemo models prepare` made (`smollm2-135m`, a dequantized 4-bit copy of
+HuggingFaceTB/SmolLM2-135M-Instruct: `student_origin`) counts as based on that Hub model: its
+adapter is published with `base_model_name_or_path` set to the Hub id (not the local cache
+folder), `--merged` merges it into the dequantized copy it was trained on, and `ModelPlan.origin`
+lets the card say which weights were really trained and evaluated. Generation settings make
+`pipeline("text-generation")` answer like the evaluation did: greedy, stopping at the
+end-of-sequence token, prompt and answer within the paper's 1,024 tokens.
 
 The dataset: the curated rationales the student learnt from (config `curated`, split `train`),
 and with `all_samples` every finished teacher sample with its verdicts (config `all_samples`, a
@@ -34,6 +39,7 @@ from rtdemo.students.loading import (
     _looks_like_path,
     load_student,
     student_kind,
+    student_origin,
 )
 from rtdemo.tasks import get_task
 from rtdemo.training.runs import StudentRun
@@ -65,6 +71,9 @@ class ModelPlan:
     base_model: str | None  # a Hub id, or None (a local or randomly initialised base)
     kind: StudentKind
     method: str  # "lora" or "full", as trained
+    # A base `rtdemo models prepare` made: what the weights trained and evaluated really were
+    # (`student_origin`: a dequantized copy of `base_model`); None for any other base.
+    origin: dict[str, str] | None = None
 
 
 @dataclass
@@ -111,9 +120,12 @@ def model_plan(run: StudentRun, merged: bool = False) -> ModelPlan:
     adapter_config = folder / ADAPTER_CONFIG
     if adapter_config.is_file():
         base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
-        on_hub = hub_id(base)
-        return ModelPlan(on_hub is not None and not merged, on_hub, kind, "lora")
-    return ModelPlan(False, hub_id(run.student), kind, "full")
+        origin = student_origin(folder) or student_origin(run.student)  # a prepared copy
+        on_hub = origin["base_model"] if origin else hub_id(base)
+        return ModelPlan(on_hub is not None and not merged, on_hub, kind, "lora", origin)
+    origin = student_origin(run.student)
+    on_hub = origin["base_model"] if origin else hub_id(run.student)
+    return ModelPlan(False, on_hub, kind, "full", origin)
 
 
 def _teachers(
@@ -201,6 +213,12 @@ def write_model(run: StudentRun, plan: ModelPlan, folder: Path) -> list[str]:
         for path in sorted(source.iterdir()):
             if path.is_file() and path.name not in NOT_PUBLISHED:
                 shutil.copyfile(path, folder / path.name)
+        # The base the adapter names: the Hub id, not the cache folder of a prepared copy.
+        config_path = folder / ADAPTER_CONFIG
+        config = json.loads(config_path.read_text())
+        if config.get("base_model_name_or_path") != plan.base_model:
+            config["base_model_name_or_path"] = plan.base_model
+            config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         _adapter_generation_config(source, folder)
     else:
         import transformers

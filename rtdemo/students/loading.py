@@ -9,7 +9,9 @@ the Hugging Face cache and a local folder behave the same:
 
 This is the one loader: training, evaluation, Chat and publishing all load through it.
 A registry name (`smollm2-135m`, see `rtdemo.models`) loads the folder `rtdemo models prepare`
-wrote; before that it is a UserError that says how to prepare it.
+wrote; before that it is a UserError that says how to prepare it. `student_origin(name)` says what
+such a student really is (a dequantized copy of a Hub model), for the cards and results that
+describe it; it also follows a LoRA adapter to the base it was trained on.
 
 The tiny offline student needs nothing from the network: a GPT-2-architecture model with random
 weights (about 0.9M parameters at the defaults) and a byte-level tokenizer (256 byte tokens plus
@@ -39,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from rtdemo.errors import UserError
 from rtdemo.hosting.credentials import ANONYMOUS_HINT, hub_token
-from rtdemo.models import resolve_model_name
+from rtdemo.models import is_registry_name, model_spec, read_marker, resolve_model_name
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -213,6 +215,45 @@ def _adapter_base(folder: Path) -> str | None:
     """The base model a LoRA adapter folder was trained on, or None for a plain model folder."""
     config = _adapter_config(folder)
     return None if config is None else config["base_model_name_or_path"]
+
+
+def student_origin(name_or_path: str | Path) -> dict[str, str] | None:
+    """What a student made by `rtdemo models prepare` really is, or None for any other student.
+
+    For a registry name (`smollm2-135m`), its prepared folder (read from its marker) or a LoRA
+    adapter trained on either: `{"name", "base_model", "description", "conversion"}`, e.g.
+    base_model "HuggingFaceTB/SmolLM2-135M-Instruct", conversion "dequantized from 4-bit (Q4_1) to
+    float32". Cards, results and evaluations use it to say that the weights trained and evaluated
+    were a dequantized copy, not the original. Reads no weights; a registry name needs no
+    prepared folder."""
+    text = str(name_or_path)
+    if is_registry_name(text):
+        spec = model_spec(text)
+        return {
+            "name": spec.name,
+            "base_model": spec.base_model,
+            "description": spec.description,
+            "conversion": f"dequantized from {spec.quantization} to {spec.dtype}",
+        }
+    if not _looks_like_path(text):
+        return None
+    folder = Path(text).expanduser()
+    config = _adapter_config(folder) if folder.is_dir() else None
+    if config is not None:  # an adapter: what its base is
+        base = config.get("base_model_name_or_path")
+        base_folder = Path(str(base)).expanduser()
+        if not base or (base_folder / ADAPTER_CONFIG).is_file():
+            return None
+        return student_origin(base) if is_registry_name(base) else _marker_origin(base_folder)
+    return _marker_origin(folder)
+
+
+def _marker_origin(folder: Path) -> dict[str, str] | None:
+    marker = read_marker(folder) if folder.is_dir() else None
+    if not marker or not isinstance(marker.get("base_model"), str):
+        return None
+    keys = ("name", "base_model", "description", "conversion")
+    return {k: str(marker.get(k) or "") for k in keys}
 
 
 def _looks_like_path(name: str) -> bool:

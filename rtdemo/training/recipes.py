@@ -1,7 +1,10 @@
 """Training recipes by name, with overrides: what `rtdemo train` and pipeline recipes use.
 
 `tiny` is the recipe for the tiny offline student; `paper` is the paper's open-student recipe
-(AdamW 3e-4, batch 8, 20 epochs). Overrides are `TrainSettings` fields; unknown ones are refused.
+(AdamW 3e-4, batch 8, 20 epochs, full fine-tuning); `small` is for a small pretrained student on a
+few CPU cores (`smollm2-135m`: LoRA r 16 at lr 1e-3, batch 8, 3 epochs, 256 tokens, fp32; why, in
+`rtdemo.training.settings.SMALL_RECIPE`). Overrides are `TrainSettings` fields; unknown ones are
+refused.
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ from typing import Any, Literal
 
 from rtdemo.errors import UserError
 from rtdemo.students.loading import StudentKind, student_kind
-from rtdemo.training.settings import PAPER_RECIPE, TINY_RECIPE, TrainSettings
+from rtdemo.training.settings import PAPER_RECIPE, SMALL_RECIPE, TINY_RECIPE, TrainSettings
 from rtdemo.validation import check_values
 
-Recipe = Literal["tiny", "paper"]
+Recipe = Literal["tiny", "paper", "small"]
+BASES = {"tiny": TINY_RECIPE, "paper": PAPER_RECIPE, "small": SMALL_RECIPE}
 RECIPES: tuple[str, ...] = Recipe.__args__  # type: ignore[attr-defined]
 
 
@@ -24,7 +28,7 @@ def settings_for(student: str, recipe: str, overrides: dict[str, Any] | None = N
     if recipe not in RECIPES:
         raise UserError(f"unknown recipe {recipe!r}; use one of {', '.join(RECIPES)}")
     overrides = check_values(TrainSettings, overrides or {}, "bad training settings")
-    base = dict(TINY_RECIPE if recipe == "tiny" else PAPER_RECIPE)
+    base = dict(BASES[recipe])
     if "epochs" in (overrides or {}) and "max_steps" not in (overrides or {}):
         base.pop("max_steps", None)  # the recipe's step count would silently override epochs
     if recipe == "tiny" and student != "tiny":

@@ -6,9 +6,10 @@
 
 `TrainSettings` fields carry their type, range and help text (`rtdemo.validation`): recipes, the
 `rtdemo train` flags and the Train tab are checked against them; `__post_init__` refuses bad values
-with messages that say what to change. `PAPER_RECIPE` and `TINY_RECIPE` are named starting points
-(`rtdemo.training.recipes.settings_for` picks one by name). `TrainResult` is written as JSON to
-`output_dir/train_result.json` (`RESULT_NAME`). `choose_precision` decides bf16 or fp32 at run time.
+with messages that say what to change. `PAPER_RECIPE`, `TINY_RECIPE` and `SMALL_RECIPE` are named
+starting points (`rtdemo.training.recipes.settings_for` picks one by name). `TrainResult` is
+written as JSON to `output_dir/train_result.json` (`RESULT_NAME`). `choose_precision` decides bf16
+or fp32 at run time.
 """
 
 from __future__ import annotations
@@ -143,12 +144,38 @@ TINY_RECIPE: dict[str, Any] = {
     "precision": "auto",
 }
 
+#: A small pretrained student (about 100M parameters, e.g. `smollm2-135m`) on a few CPU cores:
+#: LoRA (r 16, alpha 32, dropout 0.05, on every linear layer; the base weights stay as they are)
+#: at lr 1e-3, cosine decay after a 5 % warm-up, batch 8, 3 epochs, examples cut at 256 tokens,
+#: fp32. Why: on CPU a LoRA step costs about what a full one does (the backward pass through the
+#: frozen layers dominates), but needs no optimizer state for the 135M base weights and cannot
+#: wreck what the model knows; the Fine-tune-CoT examples of the built-in tasks are 90-135 SmolLM2
+#: tokens, so 256 cuts off only outliers (their EOS is then lost), and time and memory grow with
+#: the tokens. fp32 whatever the processor: the evaluation is fp32, and a CPU with AMX would
+#: otherwise train in bf16 and another CPU in fp32, giving different students from one recipe;
+#: `--precision auto` takes bf16 where it is fast (a GPU, an AMX CPU). Measured in
+#: benchmarks/README.md ("SmolLM2 student"). Override anything (`--max-steps`, `--method full`:
+#: then lower the learning rate, e.g. 5e-5).
+SMALL_RECIPE: dict[str, Any] = {
+    "method": "lora",
+    "lora_r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "learning_rate": 1e-3,
+    "batch_size": 8,
+    "warmup": 0.05,
+    "scheduler": "cosine",
+    "epochs": 3,
+    "max_length": 256,
+    "precision": "fp32",
+}
+
 
 @dataclass
 class TrainResult:
     """What a training run did; also written to `output_dir/train_result.json`."""
 
-    student: str  # as asked ("tiny", a Hub id, a folder)
+    student: str  # as asked ("tiny", a Hub id, a folder, a registry name such as smollm2-135m)
     base_model: str  # what was loaded (the built tiny folder for "tiny")
     kind: StudentKind
     method: str
@@ -169,6 +196,9 @@ class TrainResult:
     best_checkpoint: str | None = None
     best_eval_loss: float | None = None
     last_loss: float | None = None
+    # What the base really is when `rtdemo models prepare` made it (`student_origin`), e.g. "a
+    # dequantized 4-bit (Q4_1) copy of HuggingFaceTB/SmolLM2-135M-Instruct (...)"; else None.
+    base_description: str | None = None
 
 
 def choose_precision(requested: str = "auto") -> Precision:

@@ -13,6 +13,11 @@ trained even when the tokenizer pads with EOS:
   the completion mask *before* padding; its collator then pads labels with -100 separately from
   the input ids. So the final EOS keeps its label whatever the pad token is (tests check the
   collated batches). Truncation to `max_length` can still cut the EOS off an over-long example.
+  A pretrained BPE student (`smollm2-135m`: pad = EOS = `<|im_end|>`, no BOS added) gets the same
+  plain-text format, not its chat template. Its prompt ends with " ###" and every completion
+  starts with a space, where the byte-level pre-tokenizer always splits, so the tokenized prompt
+  is a prefix of the tokenized prompt + completion and the loss starts exactly at the completion
+  (tests/models/test_smollm2_student.py checks its collated batches).
 - seq2seq students (T5): TRL 1.16's `SFTTrainer` is causal-only (its fused LM head shifts the
   labels by one), so they use the plain `Trainer` with prompt → input ids, completion → labels
   (T5 tokenizers append EOS; added here if a tokenizer does not) and `DataCollatorForSeq2Seq`.
@@ -56,7 +61,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rtdemo.errors import UserError
-from rtdemo.students.loading import StudentKind, build_tiny_student, load_student
+from rtdemo.students.loading import StudentKind, build_tiny_student, load_student, student_origin
 from rtdemo.training.callbacks import (
     Progress,
     distributed_state,
@@ -324,6 +329,8 @@ def train(
     with distributed.main_process_first() if distributed else contextlib.nullcontext():
         built = distributed is not None and not distributed.is_main_process  # by process 0
         result.base_model = _student_folder(settings, output_dir, resume or built, train_records)
+    origin = student_origin(settings.student)  # smollm2-135m: a dequantized copy, said so
+    result.base_description = origin["description"] if origin else None
     model, tokenizer, _ = load_student(result.base_model, for_training=True)
     if stop():
         return _write(output_dir, result)
