@@ -278,6 +278,32 @@ def test_credentials_in_the_base_url_are_used_but_shown_and_stored_redacted(
     assert leaks == [], f"the URL's credentials leaked into {leaks}"
 
 
+def test_the_tab_reports_diversity_and_warns_when_a_server_does_not_sample(
+    ui_ctx, owner, letters_experiment
+):
+    key = fresh_key()
+    # One choice whatever `n` says, the same text whatever `temperature` says: what
+    # `transformers serve` does on SmolLM2.
+    with FakeOpenAIServer(api_key=key, max_n=1, no_sampling=True) as server:
+        choice = TeacherChoice("openai", server.base_url, "fake-model", samples=2, limit=3)
+        choice = replace(choice, temperature=0.7)
+        start_generation(ui_ctx, owner, "letters", choice, key)
+        assert wait_ended(ui_ctx, owner).status == "done"
+        status = generation_status(ui_ctx, owner, "letters")[0]
+        assert "1.00 distinct rationales per question (D=2)" in status  # the progress line
+        assert "**Diversity** (train split): 1.00 distinct rationales per question" in status
+        assert "⚠️ all 2 samples of 3 questions at temperature 0.7 are identical" in status
+
+        server.no_sampling, server.max_n = False, None  # one that samples: no warning
+        create_experiment(ui_ctx, owner, "varied", TaskChoice(
+            "last_letter_concatenation", "synthetic", seed=0, size=40, length=2
+        ))  # fmt: skip
+        start_generation(ui_ctx, owner, "varied", choice, key)
+        assert wait_ended(ui_ctx, owner, "varied").status == "done"
+        status = generation_status(ui_ctx, owner, "varied")[0]
+        assert "2.00 distinct rationales per question" in status and "⚠️" not in status
+
+
 @pytest.mark.slow
 def test_a_client_starts_a_generation_and_watches_it(client):
     args = ("last_letter_concatenation", "synthetic", 0, 20, 2, None, "question", "answer", "", 0)
