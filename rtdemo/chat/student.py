@@ -15,7 +15,10 @@ message does not reload its model. A Hub id is fetched with the Hub token the ca
 a shared app the signed-in user's, else none: never the server's, `rtdemo.hosting.credentials`),
 and kept per token too: a model one user's token fetched is never handed to another. One student
 generates at a time in a process (a lock): on a small CPU two generations only slow each other
-down.
+down. Models load one at a time in the process, students and local teachers together (`LOADING`):
+transformers and PEFT build a model with `nn.Module.register_parameter` patched for the whole
+process (weights on the meta device), so a model built in another thread meanwhile gets no data
+("Cannot copy out of meta tensor").
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 STUDENT_MAX_NEW_TOKENS = 256
 WAIT_POLL_S = 1.0  # how often a waiting student looks whether the torch job has ended
 _GENERATING = threading.Lock()
+LOADING = threading.Lock()  # one model load at a time in this process (module docstring)
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,8 @@ class StudentCache:
                 self._models.move_to_end(key)
                 return self._models[key]
             try:
-                loaded = load_student(path, for_training=False, token=token)
+                with LOADING:
+                    loaded = load_student(path, for_training=False, token=token)
             except (OSError, ValueError, UserError) as err:
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 if first.startswith("cannot load the student"):

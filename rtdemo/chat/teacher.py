@@ -13,7 +13,8 @@ another. What a chat gets is a `KeptTeacher`: the cached teacher under the name 
 
 The teacher streams call 1 through `LocalHFTeacher.stream` (on the CPU too) and answers call 2
 greedily; one model generates one request at a time (its own lock), so two chats with the same
-local teacher take turns. The model loads on its first call, not here.
+local teacher take turns. The model loads with `KeptTeacher.load` (a chat loads it before its
+first call), one load at a time with the students' (`rtdemo.chat.student.LOADING`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from rtdemo.chat.student import LOADING
 from rtdemo.hosting.access import looks_like_path
 from rtdemo.models import resolve_model_name
 from rtdemo.teachers.base import Completion, Teacher, TeacherInfo
@@ -42,6 +44,13 @@ class KeptTeacher(Teacher):
     def loaded(self) -> bool:
         """Whether the model is loaded already (the first call loads it)."""
         return self.inner.device is not None
+
+    def load(self) -> None:
+        """Load the model now (blocking), one load at a time with the chat's students
+        (`rtdemo.chat.student.LOADING`); `UserError` when it cannot be loaded."""
+        with LOADING:
+            if not self.loaded:  # another chat may have loaded it meanwhile
+                self.inner.load()
 
     async def rationale(
         self, prompt: str, *, n: int, temperature: float, max_tokens: int

@@ -41,7 +41,7 @@ from rtdemo.workspace.store import Store, workspace_path
 
 #: The `TrainSettings` fields `rtdemo train` overrides, each as `--field-name` (`add_flags`).
 OVERRIDE_FLAGS = ("method", "epochs", "max_steps", "batch_size", "learning_rate", "precision")
-OVERRIDE_FLAGS += ("val_fraction", "seed")
+OVERRIDE_FLAGS += ("val_fraction", "seed", "max_length")
 
 
 def _train_args(args: argparse.Namespace) -> dict:

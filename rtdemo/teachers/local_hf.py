@@ -173,6 +173,11 @@ class LocalHFTeacher(Teacher):
             if failure:
                 raise _generation_error(failure[0]) from None
 
+    def load(self) -> None:
+        """Load the model and tokenizer now if they are not loaded yet (the first call would);
+        blocking, `UserError` when the model cannot be loaded."""
+        self._load_locked()
+
     async def aclose(self) -> None:
         """Free the model (and the GPU memory it held) once the running call is done; a later
         call loads it again."""

@@ -281,21 +281,26 @@ def local_teacher_side(
 ) -> Iterator[Side]:
     """A local teacher's `sides` (`teacher_side`), started once no torch job is in the way (the
     queue rule, as for the student: waiting, with the reason as its note, looked at again every
-    `rtdemo.chat.student.WAIT_POLL_S` seconds), saying "loading the local model…" until a model
-    loaded for the first time writes."""
+    `rtdemo.chat.student.WAIT_POLL_S` seconds) and its model is loaded (one load at a time with
+    the students', `KeptTeacher.load`; a model that cannot be loaded ends the side with why)."""
     label = teacher.info.label
-    while reason := torch_job_waiting(ctx, "local teacher"):
-        yield Side(label, "waiting", note=reason)
-        if stop.wait(chat_student.WAIT_POLL_S):
-            return
-    loading = not teacher.loaded
     try:
-        for side in sides:
-            if loading and side.status == "running" and not side.output and not side.note:
-                side = replace(side, note="loading the local model…")
-            elif side.output or side.finished:
-                loading = False
-            yield side
+        while reason := torch_job_waiting(ctx, "local teacher"):
+            yield Side(label, "waiting", note=reason)
+            if stop.wait(chat_student.WAIT_POLL_S):
+                return
+        if not teacher.loaded:
+            yield Side(label, "running", note="loading the local model…")
+            try:
+                teacher.load()
+            except UserError as err:
+                yield Side(label, "error", note=str(err))
+                return
+            except (RuntimeError, OSError, ValueError) as err:
+                note = f"the local teacher failed to load: {type(err).__name__}: {err}"
+                yield Side(label, "error", note=note)
+                return
+        yield from sides
     finally:
         close = getattr(sides, "close", None)
         if close is not None:

@@ -8,9 +8,10 @@ what a user can fix; `train_tab.py` lays out the tab and wires them. Every start
 
 The student is `tiny`, a prepared registry model (`smollm2-135m`: `STUDENTS` offers it, and
 `rtdemo.ui.model_notes.model_note` says whether this server has it and how to prepare it), a Hub
-id or a model folder. `recipe_defaults` gives the form's method, batch size and learning rate for a
-student and recipe (what `settings_for` starts from); `max_length` 0 keeps the recipe's sequence
-cap.
+id or a model folder. `suggested_recipe` picks the recipe made for a student (`tiny` for the tiny
+one, `small` for a preparable pretrained one) and `recipe_defaults` the form's method, batch size,
+learning rate, steps and epochs for a student and recipe (what `settings_for` starts from; the
+tiny recipe's steps are the tab's `DEFAULT_STEPS`); `max_length` 0 keeps the recipe's sequence cap.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from rtdemo.hosting.credentials import for_user, user_job_env
 from rtdemo.jobs.files import read_progress
 from rtdemo.jobs.records import Job, flag_value
 from rtdemo.jobs.runner import list_jobs, resume_job
-from rtdemo.training.recipes import settings_for
+from rtdemo.models import is_registry_name
+from rtdemo.training.recipes import RECIPES, settings_for
 from rtdemo.training.request import TrainRequest, training_plan
 from rtdemo.training.runs import list_runs
 from rtdemo.ui.job_view import job_status
@@ -131,11 +133,37 @@ class TrainForm:
         return self.request(experiment, run, fmt).argv()
 
 
-def recipe_defaults(student: str | None, recipe: str | None) -> tuple[str, int, float]:
-    """The method, batch size and learning rate the form starts from for `student` and `recipe`
-    (the recipe's, as `settings_for` makes them); `UserError` for a recipe that does not exist."""
-    settings = settings_for((student or "tiny").strip() or "tiny", recipe or "tiny")
-    return settings.method, settings.batch_size, settings.learning_rate
+def suggested_recipe(student: str | None, recipe: str | None) -> str:
+    """The recipe made for `student`: `tiny` for the tiny student, `small` for a preparable
+    pretrained model (`smollm2-135m`); any other student keeps `recipe`."""
+    student = (student or "").strip()
+    if student == "tiny":
+        return "tiny"
+    if student and is_registry_name(student) and "small" in RECIPES:
+        return "small"
+    return recipe or "tiny"
+
+
+class RecipeDefaults(NamedTuple):
+    """The form's fields a recipe sets (Max steps 0: train for Epochs)."""
+
+    method: str
+    batch_size: int
+    learning_rate: float
+    max_steps: int
+    epochs: float
+
+
+def recipe_defaults(student: str | None, recipe: str | None) -> RecipeDefaults:
+    """What the form starts from for `student` and `recipe`: the recipe's settings, as
+    `settings_for` makes them, except that the tiny recipe runs the tab's `DEFAULT_STEPS` (a few
+    minutes) rather than its full length; `UserError` for a recipe that does not exist."""
+    recipe = recipe or "tiny"
+    settings = settings_for((student or "tiny").strip() or "tiny", recipe)
+    steps = DEFAULT_STEPS if recipe == "tiny" else settings.max_steps or 0
+    return RecipeDefaults(
+        settings.method, settings.batch_size, settings.learning_rate, steps, settings.epochs
+    )
 
 
 def train_command(experiment: str | None, form: TrainForm) -> str:

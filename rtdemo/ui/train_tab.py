@@ -3,8 +3,9 @@ gold answers (the vanilla baseline), or both, as background jobs; watch, cancel 
 
 Handlers live in `train_actions.py` (plain functions over the core); this file lays out and wires.
 The student's line says whether a preparable model (`smollm2-135m`) is prepared on this server and
-how to prepare it; choosing a student or a recipe sets the method, batch size and learning rate
-to the recipe's for that student.
+how to prepare it. Choosing a student picks the recipe made for it (`suggested_recipe`: `small` for
+`smollm2-135m`); choosing a student or a recipe sets the method, batch size, learning rate, steps
+and epochs to the recipe's (`recipe_defaults`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import gradio as gr
 
 from rtdemo.errors import UserError
 from rtdemo.hosting.fairness import serving
+from rtdemo.training.recipes import RECIPES
 from rtdemo.ui.forms import FormFields
 from rtdemo.ui.model_notes import model_note
 from rtdemo.ui.session import AppContext, shown_errors
@@ -30,6 +32,7 @@ from rtdemo.ui.train_actions import (
     recipe_defaults,
     resume_training,
     start_training,
+    suggested_recipe,
     train_command,
     training_status,
 )
@@ -71,7 +74,7 @@ def _layout() -> _Tab:
             info="'tiny' (built here, offline), 'smollm2-135m' (a pretrained 135M model, once "
             "prepared), a Hub id, or a model folder",
         )
-        recipe = gr.Radio(["tiny", "paper"], value="tiny", label="Recipe")
+        recipe = gr.Radio(list(RECIPES), value="tiny", label="Recipe")
         method = gr.Radio(["full", "lora"], value="full", label="Method")
         formats = gr.Radio(list(FORMATS), value="both", label="Format")
     with gr.Row():
@@ -207,11 +210,16 @@ def _wire(ctx: AppContext, owner: gr.State, experiment: gr.Dropdown, tab: _Tab) 
 
     def defaults(student: str | None, recipe: str | None) -> tuple:
         try:
-            return recipe_defaults(student, recipe)
+            return tuple(recipe_defaults(student, recipe))
         except UserError:  # a bad student or recipe: Start says what is wrong with it
-            return gr.skip(), gr.skip(), gr.skip()
+            return (gr.skip(),) * 5
 
-    recipe_fields = [fields["method"], fields["batch_size"], fields["learning_rate"]]
-    for changed in (student.input, recipe.change):
-        changed(defaults, [student, recipe], recipe_fields, **private)
+    def student_chosen(student: str | None, recipe: str | None) -> tuple:
+        recipe = suggested_recipe(student, recipe)
+        return (recipe, *defaults(student, recipe))
+
+    recipe_fields = [fields[n] for n in ("method", "batch_size", "learning_rate")]
+    recipe_fields += [fields["max_steps"], fields["epochs"]]
+    student.input(student_chosen, [student, recipe], [recipe, *recipe_fields], **private)
+    recipe.input(defaults, [student, recipe], recipe_fields, **private)
     student.change(model_note, student, tab.student_note, **private)

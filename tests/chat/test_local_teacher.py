@@ -53,3 +53,41 @@ def test_an_unprepared_registry_name_says_how_to_prepare_it(tmp_path, monkeypatc
     monkeypatch.setenv("RTDEMO_MODELS", str(tmp_path / "empty-cache"))
     with pytest.raises(UserError, match="rtdemo models prepare smollm2-135m"):
         TeacherCache().get("smollm2-135m")
+
+
+def test_models_load_one_at_a_time_students_and_local_teachers_together(monkeypatch):
+    """Issue: a chat's SmolLM2 student (a LoRA adapter: PEFT builds it with
+    `nn.Module.register_parameter` patched for the whole process) loaded while its SmolLM2 teacher
+    loaded in the other thread, and the student failed with "Cannot copy out of meta tensor"."""
+    import threading
+    import time
+
+    from rtdemo.chat import student as chat_student
+
+    inside, most = [0], [0]
+    count = threading.Lock()
+
+    def loading(*args, **kwargs):
+        with count:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.3)  # long enough for the other thread to arrive meanwhile
+        with count:
+            inside[0] -= 1
+        return "model", "tokenizer", "causal"
+
+    monkeypatch.setattr(chat_student, "load_student", loading)
+    teacher = TeacherCache().get("org/teacher")
+    monkeypatch.setattr(teacher.inner, "load", loading)
+    students = chat_student.StudentCache()
+    threads = [
+        threading.Thread(target=teacher.load),
+        threading.Thread(target=students.get, args=("org/student",)),
+        threading.Thread(target=chat_student.StudentCache().get, args=("org/other",)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1  # never two loads at once
+    assert students.loaded("org/student")

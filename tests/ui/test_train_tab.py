@@ -21,15 +21,18 @@ from rtdemo.jobs import runner as jobs
 from rtdemo.jobs.processes import pid_alive
 from rtdemo.tasks import get_task
 from rtdemo.teachers.builtin import BuiltinTeacher
+from rtdemo.training.settings import SMALL_RECIPE
 from rtdemo.ui.model_notes import default_local_model, model_note
 from rtdemo.ui.session import AppContext
 from rtdemo.ui.train_actions import (
+    DEFAULT_STEPS,
     STUDENTS,
     TrainForm,
     cancel_training,
     recipe_defaults,
     resume_training,
     start_training,
+    suggested_recipe,
     train_command,
     training_status,
 )
@@ -112,6 +115,13 @@ def test_the_form_names_runs_and_builds_the_command_the_cli_runs():
     capped = train_command("x", TrainForm(formats="Fine-tune-CoT", max_length=96))
     assert "--max-steps 200 --max-length 96 --diverse-samples 1" in capped
     assert "--max-length" not in train_command("x", TrainForm())
+    # What a job runs: the command line `rtdemo train` itself parses (a flag it lacks would fail
+    # only in the job).
+    from rtdemo.cli.main import build_parser
+
+    argv = TrainForm(method="lora", max_length=96, max_steps=0, epochs=2).argv("x", "cot", "cot")
+    args = build_parser().parse_args(argv)
+    assert (args.max_length, args.method, args.epochs, args.batch_size) == (96, "lora", 2.0, 16)
     assert TrainForm.of(*values, 64.0).max_length == 64 and TrainForm.of(*values).max_length == 0
     with pytest.raises(UserError, match="Max length must be 0"):
         TrainForm(max_length=-1).runs()
@@ -135,20 +145,30 @@ def test_the_student_choices_offer_smollm2_and_say_whether_it_is_prepared(
     assert "the app's host prepares it with `rtdemo models prepare" in model_note("smollm2-135m")
 
 
-def test_the_recipe_sets_the_forms_method_batch_size_and_learning_rate():
+def test_the_recipe_sets_the_forms_method_batch_size_learning_rate_and_length():
+    tiny_defaults = recipe_defaults("tiny", "tiny")
     assert (
-        recipe_defaults("tiny", "tiny")
-        == ("full", 16, 3e-3)
+        tiny_defaults
+        == ("full", 16, 3e-3, DEFAULT_STEPS, 20)
         == (
             TrainForm.method,
             TrainForm.batch_size,
             TrainForm.learning_rate,
+            TrainForm.max_steps,
+            TrainForm.epochs,
         )
     )
-    assert recipe_defaults("gpt2", "paper") == ("full", 8, 3e-4)
-    assert recipe_defaults("", None) == recipe_defaults("tiny", "tiny")
+    assert recipe_defaults("gpt2", "paper") == ("full", 8, 3e-4, 0, 20)  # 20 epochs, no steps
+    assert recipe_defaults("", None) == tiny_defaults
     with pytest.raises(UserError, match="unknown recipe"):
         recipe_defaults("tiny", "fast")
+    # Choosing a student picks the recipe made for it: SmolLM2 gets the small one (LoRA, epochs).
+    assert suggested_recipe("smollm2-135m", "tiny") == "small"
+    small = [SMALL_RECIPE[k] for k in ("method", "batch_size", "learning_rate")]
+    assert recipe_defaults("smollm2-135m", "small") == (*small, 0, SMALL_RECIPE["epochs"])
+    assert small[0] == "lora"
+    assert suggested_recipe("tiny", "paper") == "tiny"
+    assert suggested_recipe("gpt2", "paper") == "paper" and suggested_recipe(None, None) == "tiny"
 
 
 # Refused before any job --------------------------------------------------------------------
