@@ -99,7 +99,8 @@ def _layout() -> _Tab:
             value=None,
             allow_custom_value=True,
             label="Student",
-            info="a trained run of this experiment (empty: the newest), or a model folder / Hub id",
+            info="a trained run of this experiment (empty: the newest), or smollm2-135m, a Hub id "
+            "or a model folder as it is",
             scale=2,
         )
         refresh = gr.Button("↻ Students", scale=0)

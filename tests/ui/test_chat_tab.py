@@ -416,6 +416,29 @@ def test_a_client_chats_votes_and_exports(client, tmp_path, tiny_folder):
     assert line["vote"] == "right" and line["question"] == question
 
 
+def test_the_prepared_smollm2_is_a_student_by_its_name(
+    ui_ctx, owner, letters_experiment, smollm2_folder, monkeypatch
+):
+    monkeypatch.setenv("SYSTEM", "spaces")  # a name, not a folder: a visitor may use it too
+    with ui_ctx.store() as store:
+        exp = store.get_experiment(letters_experiment, owner)
+        spec = resolve_student(store, exp, "smollm2-135m")
+    assert spec == chat_student.StudentSpec(
+        "smollm2-135m", "cot", "smollm2-135m (not trained here: read as Fine-tune-CoT)"
+    )
+
+
+def test_a_local_teacher_that_cannot_load_says_why_and_the_student_answers(
+    ui_ctx, owner, trained, local_teachers
+):
+    form = ChatForm(teacher="hf", model="org/not-in-the-cache", student_max_tokens=8)
+    question = a_test_question(ui_ctx, owner, trained)
+    final = list(chat(ui_ctx, owner, trained, question, form))[-1]  # offline: no Hub here
+    assert "**Teacher** · org/not-in-the-cache (local model) · ⚠️" in final.teacher_status
+    assert "needs network or a local copy" in final.teacher_status
+    assert final.student_rationale and final.exchange is not None
+
+
 @pytest.mark.slow
 def test_a_client_chats_with_the_local_smollm2_teacher(
     client, tmp_path, tiny_folder, smollm2_folder, local_teachers
