@@ -147,3 +147,43 @@ def test_demo_seeds_runs_the_pipeline_per_seed_and_summarises(tmp_path, capsys):
         "wall_seconds",
     }
     assert "| mean (min–max) |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_smollm2_student_reports_every_figure(tmp_path, capsys, smollm2_folder):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from benchmarks import smollm2_student
+
+    # SmolLM2's architecture and tokenizer, one small layer: the real model's code paths, cheaply.
+    config = LlamaConfig.from_pretrained(smollm2_folder)
+    config.num_hidden_layers, config.hidden_size, config.intermediate_size = 1, 64, 128
+    config.num_attention_heads, config.num_key_value_heads, config.head_dim = 2, 1, 32
+    model = tmp_path / "tiny-llama"
+    LlamaForCausalLM(config).save_pretrained(model)
+    AutoTokenizer.from_pretrained(smollm2_folder).save_pretrained(model)
+    out = tmp_path / "figures.json"
+    args = ["--model", str(model), "--questions", "8", "--batch-size", "2", "--warmup-steps", "0"]
+    args += ["--steps", "2", "--threads", "1", "--variants", "lora-fp32", "full-fp32"]
+    args += ["--eval-prompts", "3", "--eval-batch-size", "2", "--max-new-tokens", "3"]
+    result = smollm2_student.main([*args, "--json", str(out)])
+
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert {"cpu", "cores", "torch_threads", "fast_bf16"} <= set(result["machine"])
+    assert list(result["variants"]) == ["lora-fp32", "full-fp32"]
+    lora, full = result["variants"]["lora-fp32"], result["variants"]["full-fp32"]
+    assert lora["trainable_parameters"] < full["trainable_parameters"] == full["model_parameters"]
+    for variant in (lora, full):
+        assert variant["steps"] == variant["timed_steps"] == 2 and len(variant["losses"]) == 2
+        assert variant["tokens_per_s"] > 0 and variant["timed_tokens"] > 0
+        assert variant["peak_mib"] >= variant["rss_after_load_mib"] > 0
+        assert variant["tokens_per_example"]["min"] > 10  # SmolLM2 tokens, EOS included
+    assert lora["tokens_per_s_vs_baseline"] == pytest.approx(1.0)
+    assert full["timed_tokens"] == lora["timed_tokens"]  # the same batches in the same order
+    evaluated = result["evaluation"]
+    assert evaluated["identical_to_batch_1"] is True  # the benchmark raises otherwise
+    assert set(evaluated["batch_sizes"]) == {"1", "2"}
+    assert evaluated["batch_sizes"]["1"]["ratio_to_batch_1"] == pytest.approx(1.0)
+    assert 0 < evaluated["answers"]["new_tokens_total"] <= 3 * 3
+    table = capsys.readouterr().out
+    assert "lora-fp32" in table and "batch size   2" in table
