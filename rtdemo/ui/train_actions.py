@@ -252,7 +252,7 @@ def start_training(
         request = form.request(exp.name, name, fmt)
         try:
             plan = partial(training_plan, request=request, owner=owner)
-            job = ctx.start(owner, request.argv(), for_user(plan, hub_token))
+            job = ctx.start(owner, request.argv(), for_user(plan, hub_token), hub_token)
         except UserError as err:
             if not started:
                 raise

@@ -66,7 +66,10 @@ Other endpoints (Hub token; 401 for an unknown one):
   of that path (git blob id, or sha256 for an LFS file) so unchanged files are not committed again;
 - `POST /api/{type}s/{owner}/{name}/commit/{rev}` — NDJSON: a header line, then one line per file
   (`file`: base64 content, `lfsFile`: oid + size) or `deletedFile`;
-- `GET /api/{type}s/{owner}/{name}[/revision/{rev}]` (info: id, sha, private, siblings),
+- `GET /api/{type}s/{owner}/{name}[/revision/{rev}]` (info: id, sha, private, siblings; with
+  `?blobs=true`, what `model_info(files_metadata=True)` asks, each sibling also has its `size`,
+  `blobId` and, for a large file (`lfs_wanted`), `lfs` {sha256, size, pointerSize}; a size a test
+  declared with `add_repo(sizes=...)` replaces the stored file's length there and in the tree),
   `GET .../tree/{rev}` (every file, one page), `GET /api/whoami-v2`.
 
 Downloads: `HEAD` and `GET /{owner}/{name}/resolve/{rev}/{path}` (model repos; dataset and Space
@@ -398,6 +401,9 @@ class Repo:
     lfs: dict[str, LfsFile] = field(default_factory=dict)  # the files committed by `lfsFile`
     objects: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # sha256 → (data, via)
     commits: list[dict[str, Any]] = field(default_factory=list)
+    # Sizes that info and tree report instead of a stored file's length: a large file a test does
+    # not store whole (resolve still serves the stored bytes).
+    sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def sha(self) -> str:
@@ -421,6 +427,7 @@ class Request:
     authorization: str | None = None
     user: str | None = None
     repo: str | None = None  # the repo id the path names, if any
+    query: str = ""  # the query string ("blobs=true": the info with each file's size)
 
 
 @dataclass
@@ -500,6 +507,7 @@ class _Handler(BaseHTTPRequestHandler):
         authorization = self.headers.get("Authorization")
         record = Request(method, path, endpoint, repo_type, 0, authorization)
         record.repo = params.get("repo")
+        record.query = query
         if endpoint == "telemetry":
             return self._send(record, 200, {})
         hub._record(record)
@@ -671,6 +679,15 @@ class _Handler(BaseHTTPRequestHandler):
         if repo is None:
             return
         siblings = [{"rfilename": path} for path in sorted(repo.files)]
+        if params["query"].get("blobs", "").lower() == "true":  # files_metadata=True
+            for sibling in siblings:
+                path = sibling["rfilename"]
+                data = repo.files[path]
+                size = repo.sizes.get(path, len(data))
+                sibling.update(size=size, blobId=git_oid(data))
+                if path in repo.lfs or lfs_wanted(path, size, data[:1024]):
+                    oid = repo.lfs[path].oid if path in repo.lfs else sha256(data)
+                    sibling["lfs"] = {"sha256": oid, "size": size, "pointerSize": 134}
         body = {"id": repo.repo_id, "sha": repo.sha, "private": repo.private}
         self._send(record, 200, {**body, "siblings": siblings})
 
@@ -680,9 +697,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         files = []
         for path, data in sorted(repo.files.items()):
-            entry = {"type": "file", "path": path, "size": len(data), "oid": git_oid(data)}
+            size = repo.sizes.get(path, len(data))
+            entry = {"type": "file", "path": path, "size": size, "oid": git_oid(data)}
             if path in repo.lfs:
-                entry["lfs"] = {"oid": repo.lfs[path].oid, "size": len(data), "pointerSize": 134}
+                entry["lfs"] = {"oid": repo.lfs[path].oid, "size": size, "pointerSize": 134}
             files.append(entry)
         self._send(record, 200, files)
 
@@ -976,11 +994,15 @@ class FakeHubServer:
         *,
         private: bool = False,
         creator: str | None = None,
+        sizes: dict[str, int] | None = None,
     ) -> Repo:
         """A repo made before the test (its name is taken), public unless `private`, by
-        `creator` (default: the owner of its namespace)."""
+        `creator` (default: the owner of its namespace); `sizes`: what info and tree report as
+        the size of some of its files instead of their length (a 13 GB weight file, stored as a
+        few bytes)."""
         creator = creator or repo_id.split("/", 1)[0]
         repo = Repo(repo_type, repo_id, private=private, creator=creator, files=dict(files or {}))
+        repo.sizes = dict(sizes or {})
         self.repos[(repo_type, repo_id)] = repo
         self._write(repo, repo.files, [])
         return repo
@@ -1045,3 +1067,25 @@ class FakeHubServer:
             target.write_bytes(data)
         for path in deleted:
             (folder / path).unlink(missing_ok=True)
+
+
+def use_fake_hub(monkeypatch: Any, hub: FakeHubServer, hf_home: Path) -> None:
+    """Make this process's huggingface_hub (and transformers) talk to `hub` as if it had started
+    with `HF_ENDPOINT=hub.url`, online, its cache in `hf_home/hub` and no token file, for the
+    rest of a test (`monkeypatch`, pytest's: everything is restored after it)."""
+    from huggingface_hub import constants
+
+    hf_home.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)  # for the jobs a test starts
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    template = hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(hf_home / "token"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
+    import transformers.utils.hub as transformers_hub
+
+    monkeypatch.setattr(transformers_hub, "_hf_api", None)  # made again, on the fake's endpoint

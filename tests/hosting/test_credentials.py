@@ -241,7 +241,7 @@ def test_a_visitors_chat_student_is_fetched_with_their_token_or_none(space, hub)
 
     assert "⚠️" not in ask(PUBLIC, None)  # anonymous: a public model loads
     assert tokens_for(hub, PUBLIC) == {None}
-    with pytest.raises(UserError, match=f"cannot load the student '{PRIVATE}'.*sign in"):
+    with pytest.raises(UserError, match=f"cannot check the size of {PRIVATE}: .*sign in"):
         ask(PRIVATE, None)  # the owner's private model: not with the owner's token
     assert "⚠️" not in ask(VISITORS, VISITOR_TOKEN)  # signed in: their own model loads
     # Their token where transformers passes it on; none where it does not (a listing).
@@ -278,10 +278,12 @@ def test_a_visitors_job_environment_holds_no_server_secret(space, visitor_token)
     assert env["HF_ENDPOINT"] == os.environ["HF_ENDPOINT"] and "PATH" in env
 
 
-def test_a_visitors_local_teacher_job_never_carries_the_owners_token(space, hub):
+def test_a_visitors_local_teacher_job_never_carries_the_owners_token(space, hub, monkeypatch):
     ctx = AppContext.from_env(space)
     owner = new_owner()
     name = letters(ctx, owner)
+    # What the job itself fetches: with no size limit, the private model is not refused first.
+    monkeypatch.setenv("RTDEMO_MAX_MODEL_MB", "0")
     runs = {}
     for model, token in ((PUBLIC, None), (PRIVATE, None), (VISITORS, VISITOR_TOKEN)):
         choice = TeacherChoice("hf", model=model, max_tokens=4, limit=1, concurrency=1)
@@ -289,6 +291,10 @@ def test_a_visitors_local_teacher_job_never_carries_the_owners_token(space, hub)
         runs[model] = wait_for(partial(finished, ctx, owner, job_of(message)), 180, model)
     assert runs[PUBLIC].status == "done" and runs[VISITORS].status == "done"
     assert runs[PRIVATE].status == "failed"  # not with the owner's token
+    monkeypatch.delenv("RTDEMO_MAX_MODEL_MB")  # Spaces' limit: measured first, with no token
+    private = TeacherChoice("hf", model=PRIVATE, max_tokens=4, limit=1, concurrency=1)
+    with pytest.raises(UserError, match=f"cannot check the size of {PRIVATE}: .*sign in"):
+        start_generation(ctx, owner, name, private)  # refused before any job
     assert tokens_for(hub, PUBLIC) == {None}
     assert tokens_for(hub, PRIVATE) == {None}
     assert f"Bearer {VISITOR_TOKEN}" in tokens_for(hub, VISITORS)
@@ -305,7 +311,7 @@ def test_a_visitors_hub_student_is_trained_without_the_owners_token(space, hub):
     assert job.status == "done", job.error
     assert tokens_for(hub, PUBLIC) == {None}
     private = TrainForm(student=PRIVATE, formats="vanilla baseline", run_name="private")
-    with pytest.raises(UserError, match=f"cannot load the student '{PRIVATE}'.*sign in"):
+    with pytest.raises(UserError, match=f"cannot check the size of {PRIVATE}: .*sign in"):
         start_training(ctx, owner, name, private)  # refused before any job: no owner's token
     assert tokens_for(hub, PRIVATE) == {None}
     assert owner_token_seen(hub) == []
