@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,12 +49,18 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from rtdemo.errors import UserError
-from rtdemo.hosting.quotas import MAX_MODEL_ENV, MB, Quotas, on_spaces, size_text
+from rtdemo.hosting.quotas import LOCAL_ACCESS_ENV as ENV
+from rtdemo.hosting.quotas import (
+    MAX_MODEL_ENV,
+    MB,
+    Quotas,
+    local_access_allowed,
+    size_text,
+)
 from rtdemo.jobs.records import flag_value
 from rtdemo.models import is_registry_name, resolve_model_name
 from rtdemo.redaction import redact_url
 
-ENV = "RTDEMO_ALLOW_LOCAL_ACCESS"
 OFFLINE_STUDENTS = frozenset({"tiny"})
 # Files that hold a model's weights (a PyTorch load reads the *.safetensors when there are any).
 WEIGHT_SUFFIXES = (
@@ -63,19 +68,6 @@ WEIGHT_SUFFIXES = (
 )  # fmt: skip
 ADAPTER_CONFIG = "adapter_config.json"  # a PEFT adapter: transformers loads the base it names
 HUB_TIMEOUT_S = 10.0  # one listing request
-
-
-def local_access_allowed(env: Mapping[str, str] | None = None) -> bool:
-    """Whether users may reach the server's own network and disk (module docstring)."""
-    env = os.environ if env is None else env
-    raw = env.get(ENV, "").strip().lower()
-    if not raw:
-        return not on_spaces(env)
-    if raw in ("1", "true", "yes"):
-        return True
-    if raw in ("0", "false", "no"):
-        return False
-    raise UserError(f"{ENV}={raw!r}: use 1 (allowed) or 0 (refused)")
 
 
 def looks_like_path(name: str) -> bool:

@@ -40,8 +40,7 @@ from contextvars import ContextVar
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from rtdemo.hosting.access import local_access_allowed
-from rtdemo.hosting.quotas import on_spaces
+from rtdemo.hosting.quotas import local_access_allowed, on_spaces
 
 if TYPE_CHECKING:
     from rtdemo.jobs.plan import JobPlan

@@ -67,6 +67,22 @@ def on_spaces(env: Mapping[str, str] | None = None) -> bool:
     return (os.environ if env is None else env).get("SYSTEM") == "spaces"
 
 
+LOCAL_ACCESS_ENV = "RTDEMO_ALLOW_LOCAL_ACCESS"
+
+
+def local_access_allowed(env: Mapping[str, str] | None = None) -> bool:
+    """Whether users may reach the server's own network and disk (`rtdemo.hosting.access`)."""
+    env = os.environ if env is None else env
+    raw = env.get(LOCAL_ACCESS_ENV, "").strip().lower()
+    if not raw:
+        return not on_spaces(env)
+    if raw in ("1", "true", "yes"):
+        return True
+    if raw in ("0", "false", "no"):
+        return False
+    raise UserError(f"{LOCAL_ACCESS_ENV}={raw!r}: use 1 (allowed) or 0 (refused)")
+
+
 def owner_is_visitor(owner: str) -> bool:
     """Whether `owner` is an anonymous visitor rather than a logged-in Hugging Face user."""
     return not owner.startswith(LOGGED_IN_PREFIX)

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from rtdemo.errors import UserError
+from rtdemo.hosting.quotas import local_access_allowed
 from rtdemo.models.registry import MODELS, PreparableModel
 
 ENV = "RTDEMO_MODELS"
@@ -168,8 +169,6 @@ def resolve_model_name(name: str | Path, *, shared: bool | None = None) -> str:
     if problem is None:
         return str(folder)
     if shared is None:
-        from rtdemo.hosting.access import local_access_allowed  # it imports this package
-
         shared = not local_access_allowed()
     if shared:
         raise UserError(
