@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -9,7 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -43,3 +44,16 @@ def kill_job_processes(workspace: Path) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=5)
     job_processes._CHILDREN.clear()
+
+
+def run_teacher(teacher: Any, call: Callable[[Any], Any]) -> Any:
+    """Run `call(teacher)` (a coroutine function) in a fresh event loop, then close the teacher's
+    connections."""
+
+    async def main():
+        try:
+            return await call(teacher)
+        finally:
+            await teacher.aclose()
+
+    return asyncio.run(main())

@@ -17,7 +17,6 @@ Short on purpose (the issue's budget for every real-model test is about 4 minute
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from pathlib import Path
@@ -43,6 +42,7 @@ from rtdemo.teachers.base import answer_prompt, rationale_prompt
 from rtdemo.teachers.local_hf import LocalHFTeacher
 from rtdemo.teachers.openai_compat import OpenAITeacher
 from rtdemo.workspace.store import Experiment, Store
+from tests.helpers import run_teacher
 from tests.teachers.serve import Served, log_tail
 
 pytestmark = pytest.mark.slow
@@ -156,16 +156,6 @@ def test_served_smollm2_does_not_sample_and_rtdemo_generate_says_so(
         _check_curation(store, exp, questions, tmp_path)
 
 
-def _run(teacher: OpenAITeacher, call):
-    async def main():
-        try:
-            return await call(teacher)
-        finally:
-            await teacher.aclose()
-
-    return asyncio.run(main())
-
-
 def _teacher(served: Served, mode: str) -> OpenAITeacher:
     return OpenAITeacher(
         served.model, base_url=served.base_url, api_key="none", mode=mode, timeout=120
@@ -182,7 +172,7 @@ def test_served_smollm2_truncation_is_recorded_and_streaming_matches(smollm2_ser
         answer = await t.answer(answer_prompt(prompt, cut.text), max_tokens=8)
         return cut, pieces, answer
 
-    cut, pieces, answer = _run(_teacher(smollm2_served, mode), calls)
+    cut, pieces, answer = run_teacher(_teacher(smollm2_served, mode), calls)
     # Truncation at the token cap is recorded as such, with the real token counts.
     assert cut.finish_reason == "length" and cut.completion_tokens == 8 and cut.text.strip()
     assert cut.prompt_tokens > 0

@@ -18,7 +18,6 @@ cache folder, so nothing here depends on `/v1/models`.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -30,6 +29,7 @@ from rtdemo.tasks.synthetic import SyntheticSettings, generate
 from rtdemo.teachers.base import Completion, TeacherError, answer_prompt, rationale_prompt
 from rtdemo.teachers.openai_compat import OpenAITeacher
 from rtdemo.workspace.store import Store
+from tests.helpers import run_teacher
 from tests.teachers.serve import Served, log_tail, serve
 
 pytestmark = pytest.mark.slow
@@ -61,18 +61,6 @@ def _teacher(served: Served, **kwargs) -> OpenAITeacher:
     return OpenAITeacher(timeout=60.0, **kwargs)
 
 
-def _run(teacher: OpenAITeacher, call):
-    """Run `call(teacher)` in a fresh event loop, then close the teacher's connections."""
-
-    async def main():
-        try:
-            return await call(teacher)
-        finally:
-            await teacher.aclose()
-
-    return asyncio.run(main())
-
-
 def _check(completion: Completion, max_tokens: int) -> None:
     assert isinstance(completion, Completion)
     assert isinstance(completion.text, str)
@@ -91,7 +79,7 @@ def test_rationale_then_answer(served, mode):
         answer = await teacher.answer(answer_prompt(PROMPT, rationale.text), max_tokens=4)
         return rationale, answer
 
-    rationale, answer = _run(_teacher(served, mode=mode), calls)
+    rationale, answer = run_teacher(_teacher(served, mode=mode), calls)
     _check(rationale, 8)
     _check(answer, 4)
 
@@ -99,7 +87,7 @@ def test_rationale_then_answer(served, mode):
 def test_diverse_samples_from_a_server_that_ignores_n(served):
     # transformers serve ignores `n` (it warns and answers once): the teacher asks again for the
     # rest, so D samples still arrive.
-    completions = _run(
+    completions = run_teacher(
         _teacher(served),
         lambda t: t.rationale(PROMPT, n=2, temperature=0.7, max_tokens=6),
     )
@@ -115,14 +103,14 @@ def test_streaming_yields_the_greedy_text_in_pieces(served, mode):
         [whole] = await teacher.rationale(PROMPT, n=1, temperature=0.0, max_tokens=8)
         return pieces, whole
 
-    pieces, whole = _run(_teacher(served, mode=mode), calls)
+    pieces, whole = run_teacher(_teacher(served, mode=mode), calls)
     assert pieces and all(isinstance(p, str) and p for p in pieces)
     assert "".join(pieces) == whole.text  # same prompt, greedy: the same continuation
 
 
 def test_a_model_name_the_server_does_not_serve_is_a_clear_error(served):
     with pytest.raises(TeacherError) as caught:
-        _run(
+        run_teacher(
             _teacher(served, model="not-the-served-model"),
             lambda t: t.answer(PROMPT, max_tokens=2),
         )
